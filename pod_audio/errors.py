@@ -1,0 +1,45 @@
+"""Exceptions raised by the audio library.
+
+Every error a producer can cause with a bad file is an :class:`AudioInputError`; its
+message is written for that producer ("no audio stream", "file is truncated at 12.3 s").
+"""
+
+
+class AudioError(Exception):
+    """Base class of every error raised by :mod:`pod_audio`."""
+
+
+class AudioInputError(AudioError):
+    """The input file is not usable audio. Permanent: retrying will not help."""
+
+
+class EmptyFileError(AudioInputError):
+    """The file has no bytes."""
+
+
+class UnsupportedFormatError(AudioInputError):
+    """The bytes are not a container or codec we can decode."""
+
+
+class NoAudioStreamError(AudioInputError):
+    """The container decodes, but has no audio stream (a video without sound, say)."""
+
+
+class CorruptAudioError(AudioInputError):
+    """The audio stream cannot be decoded."""
+
+
+class TruncatedAudioError(CorruptAudioError):
+    """Decoding stops before the duration the container announces."""
+
+
+class SilentAudioError(AudioInputError):
+    """The audio holds no signal at all (digital silence)."""
+
+
+class AudioTooLongError(AudioInputError):
+    """The audio is longer than the configured maximum."""
+
+
+class TranscriptionError(AudioError):
+    """The speech recogniser failed."""
