@@ -1,0 +1,53 @@
+"""Resources: object storage, the episode catalog, speech recognition."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from pod_resources.catalog import Catalog, CatalogResource
+from pod_resources.storage import GCSObjectStore, LocalObjectStore, ObjectStore
+from pod_resources.transcriber import PocketsphinxTranscriberResource, TranscriberResource
+
+if TYPE_CHECKING:
+    from pod_pipeline.settings import Settings
+
+__all__ = [
+    "Catalog",
+    "CatalogResource",
+    "GCSObjectStore",
+    "LocalObjectStore",
+    "ObjectStore",
+    "PocketsphinxTranscriberResource",
+    "TranscriberResource",
+    "build_defs",
+]
+
+
+def _build_store(settings: Settings) -> ObjectStore:
+    url = settings.storage_url
+    if url.startswith("gs://"):
+        bucket, _, prefix = url.removeprefix("gs://").partition("/")
+        return GCSObjectStore(bucket=bucket, prefix=prefix.strip("/"), project=settings.gcp_project)
+    if url.startswith("file://"):
+        return LocalObjectStore(root=url.removeprefix("file://"))
+    raise ValueError(f"POD_STORAGE_URL must start with file:// or gs://, got {url!r}")
+
+
+def _build_catalog(settings: Settings) -> CatalogResource:
+    if settings.database_url_from_env:
+        # The URL may carry a password: Dagster resolves it at run time, never stores it.
+        return CatalogResource(database_url=dg.EnvVar("POD_DATABASE_URL"))
+    return CatalogResource(database_url=settings.default_database_url)
+
+
+def build_defs(settings: Settings) -> dg.Definitions:
+    """The resources every asset, check and sensor of the project uses."""
+    return dg.Definitions(
+        resources={
+            "store": _build_store(settings),
+            "catalog": _build_catalog(settings),
+            "transcriber": PocketsphinxTranscriberResource(workers=settings.transcribe_workers),
+        }
+    )

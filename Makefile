@@ -1,0 +1,31 @@
+# The two commands that matter: `make run` (process the samples end to end on the embedded
+# default) and `make test` (the whole suite). Both set up a fresh machine first.
+VENV ?= .venv
+BIN := $(VENV)/bin
+POD_HOME ?= $(CURDIR)/.pod
+export POD_HOME
+
+.PHONY: setup run test ui bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+run: setup
+	$(BIN)/pod ingest samples/*.flac samples/*.mp3
+	$(BIN)/pod run
+	$(BIN)/pod status --json > $(POD_HOME)/status.json
+	@echo "status JSON: $(POD_HOME)/status.json"
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ui: setup
+	mkdir -p $(POD_HOME)/dagster
+	DAGSTER_HOME=$(POD_HOME)/dagster env --default-signal=INT,TERM,QUIT \
+		$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: setup
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(POD_HOME)

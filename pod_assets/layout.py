@@ -1,0 +1,114 @@
+"""Episode ids and the object-store layout. The same keys on local disk and in GCS::
+
+    uploads/<original name>              landing zone; cleared once raw_audio took it
+    episodes/<ep>/raw.<ext>              the original bytes, immutable
+    episodes/<ep>/transcript.json
+    episodes/<ep>/cut_list.json
+    episodes/<ep>/cleaned.flac
+    episodes/<ep>/cleaned_transcript.json
+    episodes/<ep>/episode.mp3
+
+Names from uploads are hostile input (``../``, NUL, 300 characters, right-to-left marks,
+emoji). Only :func:`episode_id_for` and :func:`raw_extension` turn them into key parts,
+and both return ``[a-z0-9-]`` strings, so nothing derived from a name can leave
+``episodes/<ep>/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+UPLOADS_PREFIX = "uploads/"
+EPISODES_PREFIX = "episodes/"
+
+TRANSCRIPT = "transcript.json"
+CUT_LIST = "cut_list.json"
+CLEANED_AUDIO = "cleaned.flac"
+CLEANED_TRANSCRIPT = "cleaned_transcript.json"
+FINAL_EPISODE = "episode.mp3"
+
+ARTIFACT_FILES: dict[str, str] = {
+    "transcript": TRANSCRIPT,
+    "cleaned_audio": CLEANED_AUDIO,
+    "cut_list": CUT_LIST,
+    "cleaned_transcript": CLEANED_TRANSCRIPT,
+    "final_episode": FINAL_EPISODE,
+}
+ARTIFACT_STAGES: tuple[str, ...] = ("raw_audio", *ARTIFACT_FILES)
+
+_SLUG_MAX = 40
+_HASH_CHARS = 10
+_EXT_RE = re.compile(r"^[a-z0-9]{1,5}$")
+
+
+def _name_bytes(name: str) -> bytes:
+    return name.encode("utf-8", "surrogatepass")
+
+
+def slugify(text: str) -> str:
+    """ASCII, lower case, words joined by ``-``; empty when nothing printable is left."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+
+
+def _stem_and_ext(name: str) -> tuple[str, str]:
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    stem, dot, ext = base.rpartition(".")
+    return (stem, ext) if dot and stem else (base, "")
+
+
+def episode_id_for(object_name: str) -> str:
+    """Stable, path-safe episode id for an upload name: ``<slug of stem>-<hash>``.
+
+    The hash is of the full name, so two names with the same slug stay two episodes,
+    and the same name always maps to the same episode (a new version reprocesses it).
+    """
+    stem, _ = _stem_and_ext(object_name)
+    slug = slugify(stem)[:_SLUG_MAX].strip("-") or "episode"
+    digest = hashlib.sha256(_name_bytes(object_name)).hexdigest()[:_HASH_CHARS]
+    return f"{slug}-{digest}"
+
+
+def raw_extension(object_name: str) -> str:
+    """File extension of an upload, lower case; ``bin`` when absent or not plain."""
+    _, ext = _stem_and_ext(object_name)
+    ext = ext.lower()
+    return ext if _EXT_RE.match(ext) else "bin"
+
+
+def display_title(object_name: str) -> str:
+    """A readable title from an upload name: control and bidi characters removed."""
+    stem, _ = _stem_and_ext(object_name)
+    cleaned = "".join(
+        ch for ch in stem if unicodedata.category(ch) not in {"Cc", "Cf", "Cs", "Co", "Cn"}
+    )
+    cleaned = re.sub(r"[\s_]+", " ", cleaned).strip()
+    return cleaned[:200] or "Untitled episode"
+
+
+def upload_key(object_name: str) -> str:
+    return UPLOADS_PREFIX + object_name
+
+
+def episode_prefix(episode_id: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", episode_id):
+        raise ValueError(f"not an episode id: {episode_id!r}")
+    return f"{EPISODES_PREFIX}{episode_id}/"
+
+
+def episode_key(episode_id: str, filename: str) -> str:
+    return episode_prefix(episode_id) + filename
+
+
+def raw_key(episode_id: str, object_name: str) -> str:
+    return episode_key(episode_id, f"raw.{raw_extension(object_name)}")
+
+
+def printable(name: str) -> str:
+    """A name safe to show and store as text: control and bidi characters escaped."""
+    return "".join(
+        ch if unicodedata.category(ch) not in {"Cc", "Cf", "Cs", "Co", "Cn"} else f"\\u{ord(ch):04x}"
+        for ch in name
+    )

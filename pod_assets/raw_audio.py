@@ -1,0 +1,105 @@
+"""``raw_audio``: takes an episode's upload into the store and validates it."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+
+from pod_assets import layout
+from pod_assets.partitions import episode_partitions
+from pod_assets.status import TRANSIENT_RETRY_POLICY, EpisodeInputError, episode_step
+from pod_audio.io import probe
+from pod_resources.catalog import CatalogResource, Episode
+from pod_resources.storage import ObjectStore
+
+DEFAULT_MAX_DURATION_S = 4 * 3600.0
+
+
+class RawAudioConfig(dg.Config):
+    max_duration_s: float = DEFAULT_MAX_DURATION_S
+    """Longer uploads are refused with a clear error (the bytes are kept)."""
+
+
+def take_upload(store: ObjectStore, episode: Episode) -> str:
+    """Move the episode's current upload to ``episodes/<ep>/raw.<ext>``; return that key.
+
+    The upload is copied first and deleted only if it is still the generation the catalog
+    registered, so a newer upload under the same name is never lost (the upload sensor
+    starts a run for it). With no upload left, the raw copy from an earlier run is used.
+    """
+    raw_key = layout.raw_key(episode.episode_id, episode.source_name)
+    upload_key = layout.upload_key(episode.source_name)
+    upload = store.stat(upload_key)
+    if upload is not None and upload.generation == episode.source_generation:
+        store.copy(upload_key, raw_key)
+        store.delete(upload_key, if_generation_match=upload.generation)
+        return raw_key
+    if episode.raw_purged_at is not None:
+        raise EpisodeInputError(
+            f"raw audio for {episode.episode_id} was purged at "
+            f"{episode.raw_purged_at.isoformat(timespec='seconds')}"
+        )
+    if store.exists(raw_key):
+        return raw_key
+    raise EpisodeInputError(
+        f"raw audio for {episode.episode_id} is missing: neither {upload_key} "
+        f"(generation {episode.source_generation}) nor {raw_key} exists"
+    )
+
+
+@dg.asset(
+    partitions_def=episode_partitions,
+    group_name="episodes",
+    kinds={"audio", "gcs"},
+    retry_policy=TRANSIENT_RETRY_POLICY,
+    pool="io",
+)
+def raw_audio(
+    context: dg.AssetExecutionContext,
+    config: RawAudioConfig,
+    store: ObjectStore,
+    catalog: CatalogResource,
+) -> dg.MaterializeResult:
+    """The original upload, moved to ``episodes/<ep>/raw.<ext>`` and probed.
+
+    Validates that it holds a decodable audio stream with a duration above zero and below
+    the configured maximum. Bad input fails with a message naming the problem, the episode
+    becomes ``error``, and the bytes stay in the store.
+    """
+    cat = catalog.get_catalog()
+    with episode_step(context, cat, step="raw_audio") as step:
+        raw_key = take_upload(store, step.episode)
+        cat.set_raw_key(step.episode_id, raw_key)
+        cat.record_artifacts(step.episode_id, {"raw_audio": store.uri(raw_key)})
+        with tempfile.TemporaryDirectory(prefix="pod-raw-") as scratch:
+            local = Path(scratch) / Path(raw_key).name
+            stored = store.read_to_path(raw_key, local)
+            info = probe(local)
+        if info.duration_s > config.max_duration_s:
+            raise EpisodeInputError(
+                f"audio is {info.duration_s / 3600:.1f} h long; the limit is "
+                f"{config.max_duration_s / 3600:.1f} h (raw_audio config max_duration_s)"
+            )
+        cat.record_metrics(
+            step.episode_id,
+            {
+                "duration_s": round(info.duration_s, 3),
+                "sample_rate": info.sample_rate,
+                "channels": info.channels,
+                "raw_bytes": stored.size,
+            },
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "duration_s": dg.MetadataValue.float(round(info.duration_s, 3)),
+                "sample_rate": dg.MetadataValue.int(info.sample_rate),
+                "channels": dg.MetadataValue.int(info.channels),
+                "codec": dg.MetadataValue.text(info.codec),
+                "container": dg.MetadataValue.text(info.container),
+                "bytes": dg.MetadataValue.int(stored.size),
+                "source_name": dg.MetadataValue.text(layout.printable(step.episode.source_name)),
+                "uri": dg.MetadataValue.url(store.uri(raw_key)),
+            }
+        )

@@ -1,0 +1,175 @@
+"""Keeps an episode's catalog status true to what its runs are doing.
+
+Every episode asset runs its body inside :func:`episode_step`:
+
+* on entry the episode moves to ``processing`` owned by this run (compare-and-set, so a
+  second run of the same partition takes over and the first can no longer write);
+* on failure it moves to ``error`` with the step and a message a producer understands,
+  unless the step is about to be retried;
+* when the step is the last episode asset the run materialises, it moves to
+  ``processed``.
+
+That holds whatever launched the run: the upload sensor, the UI, a backfill or ``pod run``.
+A run that dies without reaching an ``except`` (killed worker) is caught by the run-status
+sensors in :mod:`pod_sensors.run_status`, which call :func:`mark_run_failed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from pod_audio.errors import AudioInputError
+from pod_resources.catalog import Catalog, Episode, EpisodeStatus
+
+EPISODE_STEPS: tuple[str, ...] = ("raw_audio", "transcript", "cleaned_audio", "final_episode")
+
+TRANSIENT_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=3,
+    delay=2.0,
+    backoff=dg.Backoff.EXPONENTIAL,
+    jitter=dg.Jitter.PLUS_MINUS,
+)
+"""Retries storage hiccups, dropped connections and ASR timeouts. Bad input is a
+:class:`EpisodeInputError` (``dg.Failure(allow_retries=False)``) and is never retried."""
+
+_MAX_ERROR_CHARS = 2000
+
+
+class EpisodeInputError(dg.Failure):
+    """A permanent problem with an episode (bad audio, purged or missing input)."""
+
+    def __init__(self, message: str, *, metadata: dict | None = None):
+        super().__init__(description=message, metadata=metadata, allow_retries=False)
+        self.message = message
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, EpisodeInputError):
+        text = exc.message
+    elif isinstance(exc, AudioInputError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    return text[:_MAX_ERROR_CHARS]
+
+
+def _steps_in_run(context: dg.AssetExecutionContext) -> list[str]:
+    selection = context.run.asset_selection
+    if selection is None:
+        return list(EPISODE_STEPS)
+    names = {key.to_user_string() for key in selection}
+    return [step for step in EPISODE_STEPS if step in names]
+
+
+def _begin(catalog: Catalog, episode_id: str, run_id: str) -> Episode:
+    for _ in range(3):
+        episode = catalog.get_episode(episode_id)
+        if episode is None:
+            raise EpisodeInputError(f"episode {episode_id} is not in the catalog")
+        if episode.status == EpisodeStatus.PROCESSING and episode.processing_run_id == run_id:
+            return episode
+        if catalog.set_status(
+            episode_id, expected=episode.status, new=EpisodeStatus.PROCESSING, run_id=run_id
+        ):
+            return catalog.get_episode(episode_id)  # type: ignore[return-value]
+    raise RuntimeError(f"episode {episode_id} kept changing status; try the run again")
+
+
+@dataclass
+class EpisodeStep:
+    """What an asset body gets from :func:`episode_step`."""
+
+    episode: Episode
+    failed_checks: list[str] = field(default_factory=list)
+
+    @property
+    def episode_id(self) -> str:
+        return self.episode.episode_id
+
+    def check(
+        self,
+        name: str,
+        *,
+        passed: bool,
+        description: str,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> dg.AssetCheckResult:
+        """A blocking check result; a failure marks the episode ``error`` with ``description``."""
+        if not passed:
+            self.failed_checks.append(f"check {name} failed: {description}")
+        return dg.AssetCheckResult(
+            check_name=name,
+            passed=passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=description,
+            metadata=dict(metadata or {}),
+        )
+
+
+@contextmanager
+def episode_step(
+    context: dg.AssetExecutionContext, catalog: Catalog, *, step: str
+) -> Iterator[EpisodeStep]:
+    """Run one step of an episode with its status kept true (see the module docstring)."""
+    episode_id = context.partition_key
+    run_id = context.run_id
+    state = EpisodeStep(episode=_begin(catalog, episode_id, run_id))
+    try:
+        yield state
+    except BaseException as exc:
+        permanent = isinstance(exc, (EpisodeInputError, AudioInputError))
+        retries_left = context.retry_number < TRANSIENT_RETRY_POLICY.max_retries
+        if permanent or not retries_left or not isinstance(exc, Exception):
+            message = describe_error(exc)
+            catalog.set_status(
+                episode_id,
+                expected=EpisodeStatus.PROCESSING,
+                new=EpisodeStatus.ERROR,
+                error=message,
+                step=step,
+                only_if_run_id=run_id,
+            )
+        if isinstance(exc, AudioInputError):
+            raise EpisodeInputError(f"{step}: {exc}") from exc
+        raise
+    if state.failed_checks:
+        catalog.set_status(
+            episode_id,
+            expected=EpisodeStatus.PROCESSING,
+            new=EpisodeStatus.ERROR,
+            error="; ".join(state.failed_checks)[:_MAX_ERROR_CHARS],
+            step=step,
+            only_if_run_id=run_id,
+        )
+        return
+    steps = _steps_in_run(context)
+    if steps and steps[-1] == step:
+        catalog.set_status(
+            episode_id,
+            expected=EpisodeStatus.PROCESSING,
+            new=EpisodeStatus.PROCESSED,
+            only_if_run_id=run_id,
+        )
+
+
+def mark_run_failed(catalog: Catalog, *, episode_id: str, run_id: str, message: str) -> bool:
+    """Mark an episode ``error`` for a run that ended without its steps saying so.
+
+    Only when that run still owns the episode: a newer run is never overwritten.
+    """
+    episode = catalog.get_episode(episode_id)
+    if episode is None or episode.status != EpisodeStatus.PROCESSING:
+        return False
+    return catalog.set_status(
+        episode_id,
+        expected=EpisodeStatus.PROCESSING,
+        new=EpisodeStatus.ERROR,
+        error=message[:_MAX_ERROR_CHARS],
+        step="run",
+        only_if_run_id=run_id,
+    )

@@ -1,0 +1,61 @@
+"""Settings, read from the environment in exactly one place: :func:`load_settings`.
+
+============================  ==========================================================
+``POD_HOME``                  base directory of the embedded default (default ``./.pod``)
+``POD_STORAGE_URL``           ``file:///abs/dir`` or ``gs://bucket/prefix``
+                              (default ``file://$POD_HOME/store``)
+``POD_DATABASE_URL``          ``sqlite:///…`` or ``postgresql+psycopg://…``
+                              (default ``sqlite:///$POD_HOME/catalog.db``); may hold a
+                              password, so it is bound through ``dg.EnvVar`` and never
+                              read into definitions as a literal
+``POD_GCP_PROJECT``           project for the GCS client (optional)
+``POD_MAX_RUNS_PER_TICK``     cap of runs the upload sensor requests per tick (default 20)
+``POD_TRANSCRIBE_WORKERS``    processes for transcription (default 0 = all cores)
+============================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DATABASE_URL_ENV = "POD_DATABASE_URL"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    storage_url: str
+    database_url_from_env: bool
+    default_database_url: str
+    gcp_project: str | None
+    max_runs_per_tick: int
+    transcribe_workers: int
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    def database_url(self, environ: Mapping[str, str] | None = None) -> str:
+        """The catalog URL itself, for the CLI, which talks to the catalog directly."""
+        env = os.environ if environ is None else environ
+        if self.database_url_from_env:
+            return env[DATABASE_URL_ENV]
+        return self.default_database_url
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    home = Path(env.get("POD_HOME") or ".pod").expanduser().resolve()
+    storage_url = env.get("POD_STORAGE_URL") or (home / "store").as_uri()
+    return Settings(
+        home=home,
+        storage_url=storage_url,
+        database_url_from_env=bool(env.get(DATABASE_URL_ENV)),
+        default_database_url=f"sqlite:///{home / 'catalog.db'}",
+        gcp_project=env.get("POD_GCP_PROJECT") or None,
+        max_runs_per_tick=int(env.get("POD_MAX_RUNS_PER_TICK") or 20),
+        transcribe_workers=int(env.get("POD_TRANSCRIBE_WORKERS") or 0),
+    )
