@@ -1,0 +1,49 @@
+"""The episode catalog: SQLAlchemy models, Alembic migrations, a retrying repository that
+returns frozen dataclasses, and the Dagster resource that hands it out."""
+
+from pod_resources.catalog.engine import (
+    DEFAULT_APPLICATION_NAME,
+    CatalogConnectionError,
+    CatalogError,
+    LeakedTransactionError,
+    dispose_engines,
+    get_engine,
+    install_idle_checkout_guard,
+    migrate,
+    redact_url,
+)
+from pod_resources.catalog.models import ALLOWED_TRANSITIONS, EpisodeStatus
+from pod_resources.catalog.repository import (
+    Catalog,
+    Episode,
+    EpisodeNotFoundError,
+    InvalidTransitionError,
+    Registration,
+    RegistrationKind,
+    StatusChange,
+    UploadRecord,
+)
+from pod_resources.catalog.resource import CatalogResource
+
+__all__ = [
+    "ALLOWED_TRANSITIONS",
+    "DEFAULT_APPLICATION_NAME",
+    "Catalog",
+    "CatalogConnectionError",
+    "CatalogError",
+    "CatalogResource",
+    "Episode",
+    "EpisodeNotFoundError",
+    "EpisodeStatus",
+    "InvalidTransitionError",
+    "LeakedTransactionError",
+    "Registration",
+    "RegistrationKind",
+    "StatusChange",
+    "UploadRecord",
+    "dispose_engines",
+    "get_engine",
+    "install_idle_checkout_guard",
+    "migrate",
+    "redact_url",
+]

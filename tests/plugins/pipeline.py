@@ -1,0 +1,93 @@
+"""Fixtures for asset, sensor and CLI tests: a Dagster instance, a store, a catalog."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pod_assets import layout
+from pod_assets.partitions import episode_partitions
+from pod_resources.catalog import Catalog, CatalogResource
+from pod_resources.storage import LocalObjectStore, ObjectStore
+from pod_resources.transcriber import PocketsphinxTranscriberResource
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def fixtures_dir() -> Path:
+    return Path(os.environ.get("POD_FIXTURES") or REPO.parent / "shared" / "fixtures")
+
+
+@pytest.fixture(scope="session")
+def jfk_path() -> Path:
+    path = fixtures_dir() / "jfk.flac"
+    if not path.exists():
+        pytest.fail(f"speech fixture missing: {path} (set POD_FIXTURES)")
+    return path
+
+
+@dataclass
+class Pipeline:
+    """Everything an in-process pipeline test needs, on real components."""
+
+    instance: dg.DagsterInstance
+    store: ObjectStore
+    catalog_resource: CatalogResource
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.catalog_resource.get_catalog()
+
+    @property
+    def resources(self) -> dict:
+        return {
+            "store": self.store,
+            "catalog": self.catalog_resource,
+            "transcriber": PocketsphinxTranscriberResource(workers=1),
+        }
+
+    def upload(self, name: str, data: bytes | Path, **kw):
+        key = layout.upload_key(name)
+        if isinstance(data, Path):
+            return self.store.write_file(key, data, **kw)
+        return self.store.write_bytes(key, data, **kw)
+
+    def register(self, name: str, data: bytes | Path) -> str:
+        """Upload and register one file as the upload sensor would; return the episode id."""
+        from pod_sensors.uploads import content_md5
+
+        info = self.upload(name, data)
+        episode_id = layout.episode_id_for(name)
+        self.catalog.register_upload(
+            object_name=name,
+            generation=info.generation,
+            content_hash=content_md5(self.store, info),
+            episode_id=episode_id,
+            title=layout.display_title(name),
+        )
+        self.instance.add_dynamic_partitions(episode_partitions.name, [episode_id])
+        return episode_id
+
+    def materialize(self, assets, episode_id: str, *, run_config=None, raise_on_error=False):
+        return dg.materialize(
+            assets,
+            partition_key=episode_id,
+            resources=self.resources,
+            instance=self.instance,
+            run_config=run_config,
+            raise_on_error=raise_on_error,
+        )
+
+
+@pytest.fixture
+def pipeline(tmp_path) -> Pipeline:
+    with dg.instance_for_test() as instance:
+        yield Pipeline(
+            instance=instance,
+            store=LocalObjectStore(root=str(tmp_path / "store")),
+            catalog_resource=CatalogResource(database_url=f"sqlite:///{tmp_path / 'catalog.db'}"),
+        )
