@@ -1,6 +1,5 @@
 """``raw_audio``: takes an episode's upload into the store and validates it."""
 
-from __future__ import annotations
 
 import tempfile
 from pathlib import Path

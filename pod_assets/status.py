@@ -25,6 +25,7 @@ import dagster as dg
 
 from pod_audio.errors import AudioInputError
 from pod_resources.catalog import Catalog, Episode, EpisodeStatus
+from pod_resources.storage import ObjectNotFoundError
 
 EPISODE_STEPS: tuple[str, ...] = ("raw_audio", "transcript", "cleaned_audio", "final_episode")
 
@@ -59,9 +60,9 @@ def describe_error(exc: BaseException) -> str:
 
 
 def _steps_in_run(context: dg.AssetExecutionContext) -> list[str]:
-    selection = context.run.asset_selection
-    if selection is None:
-        return list(EPISODE_STEPS)
+    # A run launched with an explicit selection (UI, backfill) carries it; otherwise the
+    # job's own selection is the run's.
+    selection = context.run.asset_selection or context.job_def.asset_layer.selected_asset_keys
     names = {key.to_user_string() for key in selection}
     return [step for step in EPISODE_STEPS if step in names]
 
@@ -117,12 +118,14 @@ def episode_step(
 ) -> Iterator[EpisodeStep]:
     """Run one step of an episode with its status kept true (see the module docstring)."""
     episode_id = context.partition_key
-    run_id = context.run_id
+    run_id = context.run.run_id
     state = EpisodeStep(episode=_begin(catalog, episode_id, run_id))
     try:
         yield state
     except BaseException as exc:
-        permanent = isinstance(exc, (EpisodeInputError, AudioInputError))
+        # Bad audio and a missing input object are permanent: fail once, never retry
+        # (an input either exists or the step fails at once; nothing polls for it).
+        permanent = isinstance(exc, (EpisodeInputError, AudioInputError, ObjectNotFoundError))
         retries_left = context.retry_number < TRANSIENT_RETRY_POLICY.max_retries
         if permanent or not retries_left or not isinstance(exc, Exception):
             message = describe_error(exc)
@@ -134,7 +137,7 @@ def episode_step(
                 step=step,
                 only_if_run_id=run_id,
             )
-        if isinstance(exc, AudioInputError):
+        if isinstance(exc, (AudioInputError, ObjectNotFoundError)):
             raise EpisodeInputError(f"{step}: {exc}") from exc
         raise
     if state.failed_checks:

@@ -1,6 +1,5 @@
 """``transcript``: words with timings, fillers flagged."""
 
-from __future__ import annotations
 
 import tempfile
 from pathlib import Path

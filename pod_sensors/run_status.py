@@ -2,7 +2,6 @@
 ``error`` (a killed run worker, a cancelled run), so its status is never stuck at
 ``processing``."""
 
-from __future__ import annotations
 
 import dagster as dg
 

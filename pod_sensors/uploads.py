@@ -17,7 +17,6 @@ A name that cannot be handled (hostile or unreadable) is logged and skipped; the
 goes on with the others.
 """
 
-from __future__ import annotations
 
 import hashlib
 import json

@@ -1,0 +1,152 @@
+"""The upload sensor on a real instance, store and catalog."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+
+from pod_assets import layout
+from pod_resources.catalog import CatalogResource, EpisodeStatus
+from pod_sensors.uploads import build_upload_sensor, upload_run_key
+
+
+def tick(pipeline, sensor=None, cursor=None) -> dg.SensorResult:
+    sensor = sensor or build_upload_sensor()
+    context = dg.build_sensor_context(
+        instance=pipeline.instance,
+        cursor=cursor,
+        resources={"store": pipeline.store, "catalog": pipeline.catalog_resource},
+    )
+    result = sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    for request in result.dynamic_partitions_requests or []:
+        pipeline.instance.add_dynamic_partitions("episodes", list(request.partition_keys))
+    return result
+
+
+def test_new_upload_registers_episode_partition_and_run(pipeline):
+    info = pipeline.upload("Show 1.mp3", b"first bytes")
+    result = tick(pipeline)
+    episode_id = layout.episode_id_for("Show 1.mp3")
+    assert [r.partition_key for r in result.run_requests] == [episode_id]
+    assert result.run_requests[0].run_key == upload_run_key(episode_id, info.generation)
+    assert str(info.generation) in result.run_requests[0].run_key
+    assert list(result.dynamic_partitions_requests[0].partition_keys) == [episode_id]
+    episode = pipeline.catalog.get_episode(episode_id)
+    assert episode.status == EpisodeStatus.UPLOADED
+    assert episode.source_name == "Show 1.mp3"
+    assert episode.source_generation == info.generation
+    assert episode.title == "Show 1"
+
+    again = tick(pipeline, cursor=result.cursor)
+    assert not again.run_requests
+    assert not again.dynamic_partitions_requests
+
+
+def test_same_bytes_under_second_name_is_a_duplicate(pipeline):
+    pipeline.upload("a.mp3", b"identical bytes")
+    first = tick(pipeline)
+    pipeline.upload("copy of a.mp3", b"identical bytes")
+    second = tick(pipeline, cursor=first.cursor)
+    assert not second.run_requests
+    assert not second.dynamic_partitions_requests
+    assert pipeline.catalog.get_episode(layout.episode_id_for("copy of a.mp3")) is None
+    [dup] = [u for u in pipeline.catalog.uploads() if u.object_name == "copy of a.mp3"]
+    assert dup.duplicate_of == layout.episode_id_for("a.mp3")
+    # Handled once: the next tick does not look at it again.
+    assert "copy of a.mp3" in json.loads(second.cursor)
+
+
+def test_new_version_under_same_name_reprocesses_same_episode(pipeline):
+    first_info = pipeline.upload("talk.wav", b"version one")
+    first = tick(pipeline)
+    second_info = pipeline.upload("talk.wav", b"version two, longer")
+    assert second_info.generation != first_info.generation
+    second = tick(pipeline, cursor=first.cursor)
+    episode_id = layout.episode_id_for("talk.wav")
+    assert [r.partition_key for r in second.run_requests] == [episode_id]
+    assert second.run_requests[0].run_key != first.run_requests[0].run_key
+    assert not second.dynamic_partitions_requests  # same partition
+    assert pipeline.catalog.get_episode(episode_id).source_generation == second_info.generation
+
+
+def test_cursor_survives_listed_objects_moving_away(pipeline):
+    pipeline.upload("one.mp3", b"1")
+    pipeline.upload("two.mp3", b"2")
+    first = tick(pipeline)
+    assert len(first.run_requests) == 2
+    # raw_audio moves uploads away; a user deletes another.
+    pipeline.store.delete(layout.upload_key("one.mp3"))
+    pipeline.store.delete(layout.upload_key("two.mp3"))
+    pipeline.upload("three.mp3", b"3")
+    second = tick(pipeline, cursor=first.cursor)
+    assert [r.partition_key for r in second.run_requests] == [layout.episode_id_for("three.mp3")]
+    assert set(json.loads(second.cursor)) == {"three.mp3"}
+
+
+def test_caps_requests_per_tick_and_catches_up(pipeline):
+    for index in range(5):
+        pipeline.upload(f"ep{index}.mp3", f"bytes {index}".encode())
+    sensor = build_upload_sensor(max_runs_per_tick=2)
+    seen: list[str] = []
+    cursor = None
+    for expected in (2, 2, 1, 0):
+        result = tick(pipeline, sensor=sensor, cursor=cursor)
+        assert len(result.run_requests) == expected
+        seen += [r.partition_key for r in result.run_requests]
+        cursor = result.cursor
+    assert sorted(seen) == sorted(layout.episode_id_for(f"ep{i}.mp3") for i in range(5))
+
+
+def test_lost_cursor_repeats_run_keys_not_episodes(pipeline):
+    """With the cursor gone, the same run keys come back (the daemon dedupes them)."""
+    pipeline.upload("x.mp3", b"x")
+    first = tick(pipeline)
+    again = tick(pipeline, cursor=None)
+    assert [r.run_key for r in again.run_requests] == [r.run_key for r in first.run_requests]
+    assert len(pipeline.catalog.list_episodes()) == 1
+
+
+@pytest.mark.gcs
+def test_hostile_names_on_gcs_never_crash_the_tick(gcs_store, tmp_path):
+    """Names no local file system can hold, straight into a bucket."""
+    names = [
+        "../x.mp3",
+        "a/../../b.wav",
+        "x" * 300 + ".mp3",
+        "\u202eevil\u202c.mp3",
+        "episode 🎙️ 42.m4a",
+        "spaces   in   name .flac",
+    ]
+    with dg.instance_for_test() as instance:
+        from tests.plugins.pipeline import Pipeline
+
+        pipeline = Pipeline(
+            instance=instance,
+            store=gcs_store,
+            catalog_resource=CatalogResource(database_url=f"sqlite:///{tmp_path / 'c.db'}"),
+        )
+        client = gcs_store.get_client() if hasattr(gcs_store, "get_client") else None
+        for index, name in enumerate(names):
+            _raw_put(gcs_store, client, "uploads/" + name, f"bytes {index}".encode())
+        result = tick(pipeline)
+        keys = [r.partition_key for r in result.run_requests]
+        assert len(keys) == len(names)
+        for key in keys:
+            assert layout.episode_prefix(key).startswith("episodes/")
+            assert "/" not in key and ".." not in key
+        for episode in pipeline.catalog.list_episodes():
+            assert layout.raw_key(episode.episode_id, episode.source_name).startswith(
+                f"episodes/{episode.episode_id}/raw."
+            )
+
+
+def _raw_put(store, client, name: str, data: bytes) -> None:
+    """Write an object name as-is, bypassing the store's own key rules."""
+    from google.cloud import storage
+
+    client = client or storage.Client(project=store.project or "test")
+    full = f"{store.prefix.strip('/')}/{name}" if store.prefix else name
+    client.bucket(store.bucket).blob(full).upload_from_string(data)
