@@ -2,14 +2,24 @@
 
 import dagster as dg
 
+from pod_assets.cleaned_audio import cleaned_audio
+from pod_assets.final_episode import final_episode
 from pod_assets.jobs import process_episode_job
 from pod_assets.partitions import episode_partitions
 from pod_assets.raw_audio import raw_audio
 from pod_assets.transcript import transcript
 
-__all__ = ["defs", "episode_partitions", "process_episode_job", "raw_audio", "transcript"]
+__all__ = [
+    "cleaned_audio",
+    "defs",
+    "episode_partitions",
+    "final_episode",
+    "process_episode_job",
+    "raw_audio",
+    "transcript",
+]
 
 defs = dg.Definitions(
-    assets=[raw_audio, transcript],
+    assets=[raw_audio, transcript, cleaned_audio, final_episode],
     jobs=[process_episode_job],
 )

@@ -11,6 +11,9 @@
 ``POD_GCP_PROJECT``           project for the GCS client (optional)
 ``POD_MAX_RUNS_PER_TICK``     cap of runs the upload sensor requests per tick (default 20)
 ``POD_TRANSCRIBE_WORKERS``    processes for transcription (default 0 = all cores)
+``POD_SHOW_NAME``             show name for ID3 tags (default ``Podcast``)
+``POD_INTRO_KEY``             object key of the show's intro (optional)
+``POD_OUTRO_KEY``             object key of the show's outro (optional)
 ============================  ==========================================================
 """
 
@@ -33,6 +36,9 @@ class Settings:
     gcp_project: str | None
     max_runs_per_tick: int
     transcribe_workers: int
+    show_name: str = "Podcast"
+    intro_key: str | None = None
+    outro_key: str | None = None
 
     @property
     def dagster_home(self) -> Path:
@@ -58,4 +64,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         gcp_project=env.get("POD_GCP_PROJECT") or None,
         max_runs_per_tick=int(env.get("POD_MAX_RUNS_PER_TICK") or 20),
         transcribe_workers=int(env.get("POD_TRANSCRIBE_WORKERS") or 0),
+        show_name=env.get("POD_SHOW_NAME") or "Podcast",
+        intro_key=env.get("POD_INTRO_KEY") or None,
+        outro_key=env.get("POD_OUTRO_KEY") or None,
     )

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from pod_resources.catalog import Catalog, CatalogResource
+from pod_resources.show import ShowResource
 from pod_resources.storage import GCSObjectStore, LocalObjectStore, ObjectStore
 from pod_resources.transcriber import PocketsphinxTranscriberResource, TranscriberResource
 
@@ -20,6 +21,7 @@ __all__ = [
     "LocalObjectStore",
     "ObjectStore",
     "PocketsphinxTranscriberResource",
+    "ShowResource",
     "TranscriberResource",
     "build_defs",
 ]
@@ -49,5 +51,8 @@ def build_defs(settings: Settings) -> dg.Definitions:
             "store": _build_store(settings),
             "catalog": _build_catalog(settings),
             "transcriber": PocketsphinxTranscriberResource(workers=settings.transcribe_workers),
+            "show": ShowResource(
+                name=settings.show_name, intro_key=settings.intro_key, outro_key=settings.outro_key
+            ),
         }
     )

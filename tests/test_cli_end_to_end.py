@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 
@@ -41,11 +42,17 @@ def test_ingest_run_status_on_a_fresh_home(tmp_path):
         assert set(row["artifacts"]) == {
             "raw_audio", "transcript", "cleaned_audio", "cut_list", "cleaned_transcript", "final_episode",
         }
-        for stage in ("raw_audio", "transcript"):
-            uri = row["artifacts"][stage]
-            assert uri.startswith("file://")
-            assert Path(uri.removeprefix("file://")).is_file()
-        assert row["metrics"]["duration_s"] > 1
+        for stage, uri in row["artifacts"].items():
+            assert uri and uri.startswith("file://"), stage
+            assert Path(unquote(uri.removeprefix("file://"))).is_file(), stage
+        metrics = row["metrics"]
+        for name in ("duration_s", "cleaned_duration_s", "final_duration_s", "pauses_removed_s",
+                     "fillers_removed", "loudness_lufs", "true_peak_dbtp"):
+            assert isinstance(metrics[name], (int, float)), name
+        assert metrics["duration_s"] > 1
+        assert metrics["cleaned_duration_s"] <= metrics["duration_s"]
+        assert abs(metrics["loudness_lufs"] - metrics["target_lufs"]) <= 0.5
+        assert metrics["true_peak_dbtp"] <= -1.0
 
     # A second run finds nothing new and launches nothing.
     again = pod("run", home=home)

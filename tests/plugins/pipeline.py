@@ -12,6 +12,7 @@ import pytest
 from pod_assets import layout
 from pod_assets.partitions import episode_partitions
 from pod_resources.catalog import Catalog, CatalogResource
+from pod_resources.show import ShowResource
 from pod_resources.storage import LocalObjectStore, ObjectStore
 from pod_resources.transcriber import PocketsphinxTranscriberResource
 
@@ -48,6 +49,7 @@ class Pipeline:
             "store": self.store,
             "catalog": self.catalog_resource,
             "transcriber": PocketsphinxTranscriberResource(workers=1),
+            "show": ShowResource(name="Test Show"),
         }
 
     def upload(self, name: str, data: bytes | Path, **kw):
