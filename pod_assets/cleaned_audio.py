@@ -140,7 +140,7 @@ def cleaned_audio(
         store.write_bytes(keys["cleaned_transcript"], cleaned.to_json().encode(), content_type="application/json")
 
         removed = cut_list.removed_s_by_reason()
-        fillers_removed = sum(1 for s in cut_list.removed_spans if s.reason == "filler")
+        fillers_removed = source.filler_count - cleaned.filler_count
         metrics = {
             "cleaned_duration_s": round(rendered.duration_s, 3),
             "pauses_removed_s": round(removed.get("pause", 0.0), 3),
