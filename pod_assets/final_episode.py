@@ -11,7 +11,6 @@ from pod_assets.cleaned_audio import cleaned_audio
 from pod_assets.partitions import episode_partitions
 from pod_assets.status import TRANSIENT_RETRY_POLICY, EpisodeInputError, episode_step
 from pod_audio.io import probe
-from pod_audio.loudness import measure
 from pod_audio.master import default_target_lufs, render_final
 from pod_audio.tags import EpisodeTags
 from pod_resources.catalog import CatalogResource
@@ -71,7 +70,7 @@ def final_episode(
 ) -> dg.MaterializeResult:
     """The finished episode: intro and outro crossfaded on, loudness normalised to target,
     true peak limited, MP3 at 44.1 kHz with ID3v2.4 tags (title, show, date, duration),
-    written to ``episodes/<ep>/episode.mp3``. Loudness is measured again on the decoded MP3."""
+    written to ``episodes/<ep>/episode.mp3``. Loudness and peak are measured on the decoded MP3."""
     cat = catalog.get_catalog()
     with episode_step(context, cat, step="final_episode") as step:
         episode = step.episode
@@ -101,7 +100,7 @@ def final_episode(
                     duration_s=0.0,
                 ),
             )
-            measured = measure(out_path)
+            measured = report  # measured on the decoded MP3, as a listener's player decodes it
             jingles_s = sum(probe(p, decode_check=False).duration_s for p in (intro, outro) if p)
             joins = sum(1 for p in (intro, outro) if p)
             expected_s = cleaned_info.duration_s + jingles_s - joins * config.crossfade_ms / 1000
@@ -109,7 +108,7 @@ def final_episode(
 
         metrics = {
             "final_duration_s": round(measured.duration_s, 3),
-            "loudness_lufs": round(measured.integrated_lufs, 2),
+            "loudness_lufs": round(measured.lufs_out, 2),
             "loudness_in_lufs": round(report.lufs_in, 2),
             "true_peak_dbtp": round(measured.true_peak_dbtp, 2),
             "target_lufs": target,
@@ -118,7 +117,7 @@ def final_episode(
         cat.record_metrics(episode.episode_id, metrics)
         cat.record_artifacts(episode.episode_id, {"final_episode": store.uri(out_key)})
 
-        loud_ok = abs(measured.integrated_lufs - target) <= LOUDNESS_TOLERANCE_LU
+        loud_ok = abs(measured.lufs_out - target) <= LOUDNESS_TOLERANCE_LU
         peak_ok = measured.true_peak_dbtp <= config.true_peak_dbtp + 1e-6
         duration_off_s = measured.duration_s - expected_s
         checks = [
@@ -126,10 +125,10 @@ def final_episode(
                 LOUDNESS_CHECK,
                 passed=loud_ok and peak_ok,
                 description=(
-                    f"{measured.integrated_lufs:.2f} LUFS (target {target:.1f} ±{LOUDNESS_TOLERANCE_LU}), "
+                    f"{measured.lufs_out:.2f} LUFS (target {target:.1f} ±{LOUDNESS_TOLERANCE_LU}), "
                     f"true peak {measured.true_peak_dbtp:.2f} dBTP (limit {config.true_peak_dbtp:.1f})"
                 ),
-                metadata={"lufs": measured.integrated_lufs, "true_peak_dbtp": measured.true_peak_dbtp},
+                metadata={"lufs": measured.lufs_out, "true_peak_dbtp": measured.true_peak_dbtp},
             ),
             step.check(
                 DURATION_CHECK,
