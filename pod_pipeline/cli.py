@@ -3,6 +3,9 @@
     pod ingest FILE… [--title T]   copy files into uploads/ of the configured store
     pod run                        one upload-sensor tick, then every requested run, in process
     pod status [--json]            one line (or JSON object) per episode
+    pod publish EPISODE_ID…        processed episodes become published (publish_job)
+    pod purge [--dry-run] [--now ISO8601] [--retention-hours H] [--json]
+                                   delete raw media past the retention (purge_job)
 """
 
 from __future__ import annotations
@@ -119,6 +122,88 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if outcome.failed else 0
 
 
+def _execute_job(settings: Settings, name: str, run_config: dict, trigger: str):
+    """Run one job of the definitions in this process, on the configured instance."""
+    import dagster as dg
+
+    from pod_pipeline.definitions import build_definitions
+
+    _prepare_dagster_home(settings)
+    with dg.DagsterInstance.get() as instance:
+        job = build_definitions(settings).resolve_job_def(name)
+        return job.execute_in_process(
+            run_config=run_config,
+            instance=instance,
+            tags={"pod/trigger": trigger},
+            raise_on_error=False,
+        )
+
+
+def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    result = _execute_job(
+        settings,
+        "publish_job",
+        {"ops": {"publish_episodes": {"config": {"episode_ids": list(args.episode_ids)}}}},
+        "cli",
+    )
+    outcomes = result.output_for_node("publish_episodes")
+    for outcome in outcomes:
+        if outcome.published:
+            print(f"published {outcome.episode_id}")
+        else:
+            print(f"pod publish: {outcome.episode_id} refused: {outcome.reason}", file=sys.stderr)
+    return 0 if all(outcome.published for outcome in outcomes) else 1
+
+
+def _print_purge(report) -> None:
+    verb = "would delete" if report.dry_run else "deleted"
+    for entry in report.deleted:
+        print(f"{verb} {entry.episode_id}: {len(entry.objects)} objects, {entry.bytes} bytes")
+    for entry in (*report.kept, *report.skipped_by_race):
+        print(f"kept {entry.episode_id}: {entry.reason}")
+    for entry in report.failed:
+        where = f" ({entry.key})" if entry.key else ""
+        print(f"failed {entry.episode_id}{where}: {entry.error}")
+    print(
+        f"purge{' (dry run)' if report.dry_run else ''}: {report.eligible} eligible, "
+        f"{len(report.deleted)} {verb}, {len(report.kept) + len(report.skipped_by_race)} kept, "
+        f"{len(report.failed)} failed, {report.bytes_freed} bytes freed"
+    )
+
+
+def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from pod_assets.purge import PurgeError, parse_time
+    from pod_assets.purge_job import PURGE_OP, purge_run_config
+
+    try:
+        now = parse_time(args.now) if args.now else None
+    except PurgeError as exc:
+        print(f"pod purge: --now: {exc}", file=sys.stderr)
+        return 2
+    if args.retention_hours < 0:
+        print("pod purge: --retention-hours must not be negative", file=sys.stderr)
+        return 2
+    run_config = purge_run_config(
+        now=now,
+        retention_hours=args.retention_hours,
+        dry_run=args.dry_run,
+        max_deletions=args.max_deletions,
+    )
+    result = _execute_job(settings, "purge_job", run_config, "cli")
+    if not result.success:
+        message = next(
+            (e.message for e in result.all_events if e.is_step_failure), "the purge run failed"
+        )
+        print(f"pod purge: {message}", file=sys.stderr)
+        return 1
+    report = result.output_for_node(PURGE_OP)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        _print_purge(report)
+    return 1 if report.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pod", description="Podcast production pipeline.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="episodes and their status")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+    publish = sub.add_parser("publish", help="move processed episodes to published")
+    publish.add_argument("episode_ids", nargs="+", metavar="EPISODE_ID")
+    publish.set_defaults(func=cmd_publish)
+    purge = sub.add_parser("purge", help="delete raw media of episodes past the retention")
+    purge.add_argument("--dry-run", action="store_true", help="report, delete nothing")
+    purge.add_argument("--now", metavar="ISO8601", help="measure the retention from this time")
+    purge.add_argument(
+        "--retention-hours", type=float, default=24.0, metavar="H", help="default 24"
+    )
+    purge.add_argument(
+        "--max-deletions", type=int, default=1000, metavar="N",
+        help="at most N episodes per run (default 1000)",
+    )
+    purge.add_argument("--json", action="store_true")
+    purge.set_defaults(func=cmd_purge)
     return parser
 
 

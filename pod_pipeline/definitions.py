@@ -12,8 +12,16 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
     return dg.Definitions.merge(
         pod_assets.defs,
-        pod_sensors.build_defs(max_runs_per_tick=settings.max_runs_per_tick),
+        pod_sensors.build_defs(
+            max_runs_per_tick=settings.max_runs_per_tick,
+            sensor_interval_s=settings.sensor_interval_s,
+            purge_cron=settings.purge_cron,
+        ),
         pod_resources.build_defs(settings),
+        # An episode's steps form a chain: nothing inside one run can go in parallel, so a
+        # process per step would only add start-up time. Runs are the unit of parallelism
+        # (run queue, pools; one pod per run on Kubernetes); pools hold in-process too.
+        dg.Definitions(executor=dg.in_process_executor),
     )
 
 

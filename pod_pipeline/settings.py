@@ -10,6 +10,8 @@
                               read into definitions as a literal
 ``POD_GCP_PROJECT``           project for the GCS client (optional)
 ``POD_MAX_RUNS_PER_TICK``     cap of runs the upload sensor requests per tick (default 20)
+``POD_SENSOR_INTERVAL_S``     seconds between two upload-sensor ticks (default 30)
+``POD_PURGE_CRON``            when the purge schedule runs, UTC (default ``0 3 * * *``)
 ``POD_TRANSCRIBE_WORKERS``    processes for transcription (default 0 = all cores)
 ``POD_SHOW_NAME``             show name for ID3 tags (default ``Podcast``)
 ``POD_INTRO_KEY``             object key of the show's intro (optional)
@@ -36,6 +38,8 @@ class Settings:
     gcp_project: str | None
     max_runs_per_tick: int
     transcribe_workers: int
+    sensor_interval_s: int = 30
+    purge_cron: str = "0 3 * * *"
     show_name: str = "Podcast"
     intro_key: str | None = None
     outro_key: str | None = None
@@ -64,6 +68,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         gcp_project=env.get("POD_GCP_PROJECT") or None,
         max_runs_per_tick=int(env.get("POD_MAX_RUNS_PER_TICK") or 20),
         transcribe_workers=int(env.get("POD_TRANSCRIBE_WORKERS") or 0),
+        sensor_interval_s=int(env.get("POD_SENSOR_INTERVAL_S") or 30),
+        purge_cron=env.get("POD_PURGE_CRON") or "0 3 * * *",
         show_name=env.get("POD_SHOW_NAME") or "Podcast",
         intro_key=env.get("POD_INTRO_KEY") or None,
         outro_key=env.get("POD_OUTRO_KEY") or None,

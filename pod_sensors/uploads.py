@@ -33,6 +33,7 @@ from pod_resources.catalog import Catalog, CatalogResource, RegistrationKind
 from pod_resources.storage import ObjectInfo, ObjectStore
 
 DEFAULT_MAX_RUNS_PER_TICK = 20
+DEFAULT_SENSOR_INTERVAL_S = 30
 _HASH_CHUNK = 1 << 20
 
 
@@ -129,11 +130,15 @@ def scan_uploads(
     return scan
 
 
-def build_upload_sensor(*, max_runs_per_tick: int = DEFAULT_MAX_RUNS_PER_TICK) -> dg.SensorDefinition:
+def build_upload_sensor(
+    *,
+    max_runs_per_tick: int = DEFAULT_MAX_RUNS_PER_TICK,
+    minimum_interval_seconds: int = DEFAULT_SENSOR_INTERVAL_S,
+) -> dg.SensorDefinition:
     @dg.sensor(
         name="upload_sensor",
         job=process_episode_job,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def upload_sensor(

@@ -12,12 +12,13 @@ from pod_resources.catalog.engine import (
     migrate,
     redact_url,
 )
-from pod_resources.catalog.models import ALLOWED_TRANSITIONS, EpisodeStatus
+from pod_resources.catalog.models import ALLOWED_TRANSITIONS, FINISHED_STATUSES, EpisodeStatus
 from pod_resources.catalog.repository import (
     Catalog,
     Episode,
     EpisodeNotFoundError,
     InvalidTransitionError,
+    RawMediaPurgedError,
     Registration,
     RegistrationKind,
     StatusChange,
@@ -35,8 +36,10 @@ __all__ = [
     "Episode",
     "EpisodeNotFoundError",
     "EpisodeStatus",
+    "FINISHED_STATUSES",
     "InvalidTransitionError",
     "LeakedTransactionError",
+    "RawMediaPurgedError",
     "Registration",
     "RegistrationKind",
     "StatusChange",

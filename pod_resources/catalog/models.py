@@ -38,6 +38,11 @@ ALLOWED_TRANSITIONS: dict[EpisodeStatus, frozenset[EpisodeStatus]] = {
 }
 """``from -> {to}``. A new run may take over a ``processing`` episode; anything may fail."""
 
+FINISHED_STATUSES: frozenset[EpisodeStatus] = frozenset(
+    {EpisodeStatus.PROCESSED, EpisodeStatus.PUBLISHED}
+)
+"""Statuses whose raw media the retention purge may delete once they are old enough."""
+
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """``DateTime(timezone=True)`` that only accepts and only returns tz-aware UTC datetimes.

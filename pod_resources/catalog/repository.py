@@ -21,10 +21,11 @@ import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
+import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, PendingRollbackError
@@ -39,6 +40,7 @@ from pod_resources.catalog.engine import (
 )
 from pod_resources.catalog.models import (
     ALLOWED_TRANSITIONS,
+    FINISHED_STATUSES,
     EpisodeRow,
     EpisodeStatus,
     StatusHistoryRow,
@@ -59,6 +61,27 @@ class InvalidTransitionError(CatalogError, ValueError):
 
 class EpisodeNotFoundError(CatalogError, LookupError):
     """The episode id is not in the catalog."""
+
+
+class RawMediaPurgedError(CatalogError, dg.Failure):
+    """The episode cannot be processed again: the retention purge deleted its raw media.
+
+    Raised by :meth:`Catalog.set_status` for a move to ``processing``, so a reprocessing
+    run fails before it owns the episode and nothing about the episode changes. It is also
+    a ``dg.Failure`` that is never retried: a run that hits it fails at once.
+    """
+
+    def __init__(self, episode_id: str, purged_at: datetime) -> None:
+        message = (
+            f"raw audio for {episode_id} was purged at {purged_at.isoformat(timespec='seconds')}"
+        )
+        dg.Failure.__init__(self, description=message, allow_retries=False)
+        self.episode_id = episode_id
+        self.purged_at = purged_at
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.episode_id, self.purged_at))
 
 
 class FrozenMap(Mapping[str, Any]):
@@ -343,7 +366,8 @@ class Catalog:
           ``duplicate_of`` and the episode is left alone (this includes the same bytes
           uploaded again under the same name);
         - ``episode_id`` exists: ``NEW_VERSION``; its generation and content hash are
-          updated, its status is not (the run that processes it moves it);
+          updated and ``raw_purged_at`` is cleared, its status is not (the run that
+          processes it moves it);
         - otherwise ``NEW``: the episode is created with status ``uploaded``.
         """
         now = _utcnow()
@@ -393,6 +417,9 @@ class Catalog:
                 episode.source_generation = generation
                 episode.content_hash = content_hash
                 episode.updated_at = now
+                # The new bytes are raw media again: they may be processed even when the
+                # purge took the old version's (the purge never deletes this generation).
+                episode.raw_purged_at = None
             else:
                 kind = RegistrationKind.NEW
                 episode = EpisodeRow(
@@ -486,6 +513,11 @@ class Catalog:
         forbids raises :class:`InvalidTransitionError`. ``processing`` records ``run_id`` as
         the owning run and clears the last error; ``error`` records ``error`` and ``step``.
         The change and a history row are written in one transaction.
+
+        A move to ``processing`` raises :class:`RawMediaPurgedError` (and writes nothing)
+        while the episode's raw media is marked purged: the row lock this takes orders it
+        with :meth:`mark_raw_purged`, so an episode is never processing while the purge
+        deletes its raw media (see docs/purge.md).
         """
         new = EpisodeStatus(new)
         allowed_from = frozenset(s for s, targets in ALLOWED_TRANSITIONS.items() if new in targets)
@@ -514,7 +546,10 @@ class Catalog:
         def compare_and_set(session: Session, retrying: bool) -> bool:
             current = session.execute(
                 sa.select(
-                    EpisodeRow.status, EpisodeRow.processing_run_id, EpisodeRow.status_changed_at
+                    EpisodeRow.status,
+                    EpisodeRow.processing_run_id,
+                    EpisodeRow.status_changed_at,
+                    EpisodeRow.raw_purged_at,
                 )
                 .where(EpisodeRow.episode_id == episode_id)
                 .with_for_update()
@@ -529,6 +564,8 @@ class Catalog:
                 and (new is not EpisodeStatus.PROCESSING or current.processing_run_id == run_id)
             ):
                 return True  # an earlier attempt of this call committed
+            if new is EpisodeStatus.PROCESSING and current.raw_purged_at is not None:
+                raise RawMediaPurgedError(episode_id, current.raw_purged_at)
             if expected is None and status not in sources:
                 raise InvalidTransitionError(
                     f"episode {episode_id!r}: {status} -> {new} is not allowed"
@@ -539,6 +576,8 @@ class Catalog:
             ]
             if only_if_run_id is not None:
                 conditions.append(EpisodeRow.processing_run_id == only_if_run_id)
+            if new is EpisodeStatus.PROCESSING:
+                conditions.append(EpisodeRow.raw_purged_at.is_(None))
             result = session.execute(
                 sa.update(EpisodeRow)
                 .where(*conditions)
@@ -628,10 +667,16 @@ class Catalog:
         expected_statuses: Collection[EpisodeStatus],
         at: datetime,
         only_if_status_changed_at: datetime,
+        only_if_source_generation: int | None = None,
     ) -> bool:
         """Compare-and-set ``raw_purged_at``: only while the episode is still in
-        ``expected_statuses``, its status has not changed since ``only_if_status_changed_at``
-        and its raw media is not already marked purged. ``False`` (no write) otherwise."""
+        ``expected_statuses``, its status has not changed since ``only_if_status_changed_at``,
+        (when given) no new version replaced ``only_if_source_generation``, and its raw media
+        is not already marked purged. ``False`` (no write) otherwise.
+
+        The row is locked first, so the check and the write are ordered with
+        :meth:`set_status` and :meth:`register_upload` on the same episode.
+        """
         statuses = _values(_status_set(expected_statuses))
         when = _as_utc(at)
         since = _as_utc(only_if_status_changed_at)
@@ -640,17 +685,64 @@ class Catalog:
             row = self._locked_episode(session, episode_id)
             if retrying and row.raw_purged_at == when:
                 return True  # an earlier attempt of this call committed
+            conditions = [
+                EpisodeRow.episode_id == episode_id,
+                EpisodeRow.status.in_(statuses),
+                EpisodeRow.status_changed_at == since,
+                EpisodeRow.raw_purged_at.is_(None),
+            ]
+            if only_if_source_generation is not None:
+                conditions.append(EpisodeRow.source_generation == only_if_source_generation)
             result = session.execute(
                 sa.update(EpisodeRow)
-                .where(
-                    EpisodeRow.episode_id == episode_id,
-                    EpisodeRow.status.in_(statuses),
-                    EpisodeRow.status_changed_at == since,
-                    EpisodeRow.raw_purged_at.is_(None),
-                )
+                .where(*conditions)
                 .values(raw_purged_at=when, updated_at=when)
                 .execution_options(synchronize_session=False)
             )
             return result.rowcount == 1
 
         return self._run(compare_and_set, write=True)
+
+    def unmark_raw_purged(self, episode_id: str, *, only_if_purged_at: datetime) -> bool:
+        """Undo :meth:`mark_raw_purged` after its deletion failed: clear ``raw_purged_at``
+        only while it is still ``only_if_purged_at``. ``False`` (no write) otherwise."""
+        when = _as_utc(only_if_purged_at)
+
+        def compare_and_clear(session: Session, retrying: bool) -> bool:
+            row = self._locked_episode(session, episode_id)
+            if row.raw_purged_at != when:
+                # Cleared already: by an earlier attempt of this call, or by a new version.
+                return retrying and row.raw_purged_at is None
+            row.raw_purged_at = None
+            row.updated_at = _utcnow()
+            return True
+
+        return self._run(compare_and_clear, write=True)
+
+    def purge_candidates(
+        self, *, now: datetime, retention: timedelta, limit: int | None = None
+    ) -> list[Episode]:
+        """Episodes whose raw media the retention purge may delete, oldest change first.
+
+        One query: status ``processed`` or ``published``, unchanged since before
+        ``now - retention``, raw media not marked purged.
+        """
+        if retention < timedelta(0):
+            raise ValueError(f"retention must not be negative, got {retention}")
+        cutoff = _as_utc(now) - retention
+
+        def read(session: Session, _retrying: bool) -> list[Episode]:
+            query = (
+                sa.select(EpisodeRow)
+                .where(
+                    EpisodeRow.status.in_(_values(FINISHED_STATUSES)),
+                    EpisodeRow.status_changed_at < cutoff,
+                    EpisodeRow.raw_purged_at.is_(None),
+                )
+                .order_by(EpisodeRow.status_changed_at, EpisodeRow.episode_id)
+            )
+            if limit is not None:
+                query = query.limit(limit)
+            return [_to_episode(row) for row in session.scalars(query)]
+
+        return self._run(read, write=False)

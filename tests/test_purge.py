@@ -1,0 +1,578 @@
+"""The retention-aware purge on a real local store, SQLite catalog and Dagster instance:
+what it deletes and keeps, dry runs, failures, races, the job, the schedule, the sensor and
+``pod purge``. Postgres and the GCS emulator: tests/test_purge_postgres.py and the state
+machine in tests/test_purge_state_machine.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+from pydantic import Field
+
+from pod_assets import layout
+from pod_assets.partitions import episode_partitions
+from pod_assets.purge import (
+    REASON_MAX_DELETIONS,
+    REASON_NEW_VERSION,
+    REASON_WITHIN_RETENTION,
+    execute_purge,
+    plan_purge,
+    purge,
+)
+from pod_assets.purge_job import PURGE_OP, purge_job, purge_run_config
+from pod_assets.raw_audio import raw_audio, take_upload
+from pod_resources.catalog import Catalog, EpisodeStatus, RawMediaPurgedError
+from pod_resources.storage import LocalObjectStore, ObjectStore, ObjectStoreError
+from pod_sensors.purge import (
+    DEFAULT_PURGE_CRON,
+    build_purge_schedule,
+    build_purge_sensor,
+    schedule_run_key,
+)
+
+S = EpisodeStatus
+DAY = timedelta(hours=24)
+ARTIFACTS = (
+    layout.TRANSCRIPT,
+    layout.CUT_LIST,
+    layout.CLEANED_AUDIO,
+    layout.CLEANED_TRANSCRIPT,
+    layout.FINAL_EPISODE,
+)
+
+
+def start_of_hour() -> datetime:
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+# -- driving episodes through the same catalog and store calls the assets make ------------
+
+
+def upload(
+    store: ObjectStore,
+    catalog: Catalog,
+    name: str,
+    data: bytes | None = None,
+    *,
+    instance: dg.DagsterInstance | None = None,
+) -> str:
+    """Write ``uploads/<name>`` and register it as the upload sensor does; the episode id."""
+    from pod_sensors.uploads import content_md5
+
+    data = data if data is not None else f"{name}:{uuid.uuid4().hex}".encode() * 50
+    info = store.write_bytes(layout.upload_key(name), data)
+    registration = catalog.register_upload(
+        object_name=name,
+        generation=info.generation,
+        content_hash=content_md5(store, info),
+        episode_id=layout.episode_id_for(name),
+        title=layout.display_title(name),
+    )
+    episode_id = registration.episode.episode_id
+    if instance is not None and not instance.has_dynamic_partition(
+        episode_partitions.name, episode_id
+    ):
+        instance.add_dynamic_partitions(episode_partitions.name, [episode_id])
+    return episode_id
+
+
+def start(store: ObjectStore, catalog: Catalog, episode_id: str, *, at: datetime) -> str:
+    """A run begins (``episode_step``'s entry) and ``raw_audio`` takes the upload."""
+    run_id = uuid.uuid4().hex
+    episode = catalog.get_episode(episode_id)
+    assert catalog.set_status(
+        episode_id, expected=episode.status, new=S.PROCESSING, run_id=run_id, at=at
+    )
+    raw_key = take_upload(store, catalog.get_episode(episode_id))
+    catalog.set_raw_key(episode_id, raw_key)
+    return run_id
+
+
+def succeed(store: ObjectStore, catalog: Catalog, episode_id: str, *, at: datetime) -> None:
+    for name in ARTIFACTS:
+        store.write_bytes(layout.episode_key(episode_id, name), f"{name} of {episode_id}".encode())
+    assert catalog.set_status(episode_id, expected=S.PROCESSING, new=S.PROCESSED, at=at)
+
+
+def fail(catalog: Catalog, episode_id: str, *, at: datetime) -> None:
+    assert catalog.set_status(
+        episode_id, expected=S.PROCESSING, new=S.ERROR, error="boom", step="transcript", at=at
+    )
+
+
+def finished(
+    store: ObjectStore, catalog: Catalog, name: str, *, at: datetime, instance=None
+) -> str:
+    episode_id = upload(store, catalog, name, instance=instance)
+    start(store, catalog, episode_id, at=at)
+    succeed(store, catalog, episode_id, at=at)
+    return episode_id
+
+
+def raw_objects(store: ObjectStore, episode_id: str) -> list[str]:
+    return [
+        info.key
+        for info in store.list(layout.episode_prefix(episode_id))
+        if info.key.rsplit("/", 1)[-1].startswith("raw.")
+    ]
+
+
+def has_raw_media(store: ObjectStore, catalog: Catalog, episode_id: str) -> bool:
+    """Raw media of the episode anywhere: ``episodes/<ep>/raw.*`` or its upload."""
+    episode = catalog.get_episode(episode_id)
+    return bool(raw_objects(store, episode_id)) or store.exists(
+        layout.upload_key(episode.source_name)
+    )
+
+
+def snapshot(store: ObjectStore) -> dict[str, int]:
+    return {info.key: info.generation for info in store.list("")}
+
+
+@pytest.fixture
+def env(pipeline):
+    """The pipeline fixture's store and catalog, and a clock at the start of this hour."""
+    pipeline.t0 = start_of_hour()
+    return pipeline
+
+
+# -- what is deleted and what is kept -----------------------------------------------------
+
+
+def test_purge_deletes_only_finished_raw_media_past_the_retention(env):
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    old = t0 - 3 * DAY
+    processed = finished(store, catalog, "processed.mp3", at=old, instance=env.instance)
+    published = finished(store, catalog, "published.mp3", at=old, instance=env.instance)
+    assert catalog.set_status(published, expected=S.PROCESSED, new=S.PUBLISHED, at=old)
+    recent = finished(store, catalog, "recent.mp3", at=t0 - timedelta(hours=23))
+    uploaded = upload(store, catalog, "uploaded.mp3", instance=env.instance)
+    processing = upload(store, catalog, "processing.mp3")
+    start(store, catalog, processing, at=old)
+    errored = upload(store, catalog, "errored.mp3")
+    start(store, catalog, errored, at=old)
+    fail(catalog, errored, at=old)
+    before = snapshot(store)
+
+    report = purge(catalog, store, now=t0, retention=DAY)
+
+    assert {e.episode_id for e in report.deleted} == {processed, published}
+    assert report.eligible == 2 and not report.failed and not report.skipped_by_race
+    kept = {k.episode_id: k.reason for k in report.kept}
+    assert kept == {
+        recent: REASON_WITHIN_RETENTION,
+        uploaded: "status=uploaded",
+        processing: "status=processing",
+        errored: "status=error",
+    }
+    for episode_id in (processed, published):
+        assert raw_objects(store, episode_id) == []
+        assert catalog.get_episode(episode_id).raw_purged_at == t0
+        for name in ARTIFACTS:  # transcripts, cleaned audio and final episodes stay
+            assert store.exists(layout.episode_key(episode_id, name))
+    for episode_id in (recent, uploaded, processing, errored):
+        assert has_raw_media(store, catalog, episode_id)
+        assert catalog.get_episode(episode_id).raw_purged_at is None
+    gone = set(before) - set(snapshot(store))
+    assert gone == {f"episodes/{e}/raw.mp3" for e in (processed, published)}
+    assert report.bytes_freed == sum(e.bytes for e in report.deleted) > 0
+    assert catalog.get_episode(published).status == S.PUBLISHED  # the purge changes no status
+
+    again = purge(catalog, store, now=t0, retention=DAY)
+    assert again.deleted == () and again.eligible == 0
+    assert snapshot(store) == {k: v for k, v in before.items() if k not in gone}
+    assert set(env.instance.get_dynamic_partitions(episode_partitions.name)) == {
+        processed,
+        published,
+        uploaded,
+    }
+
+
+def test_dry_run_reports_and_deletes_nothing(env):
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    episode_id = finished(store, catalog, "show.mp3", at=t0 - 2 * DAY)
+    before = snapshot(store)
+
+    report = purge(catalog, store, now=t0, retention=DAY, dry_run=True)
+
+    assert report.dry_run and report.bytes_freed == 0
+    [entry] = report.deleted
+    assert entry.episode_id == episode_id
+    assert entry.objects == (f"episodes/{episode_id}/raw.mp3",) and entry.bytes > 0
+    assert snapshot(store) == before
+    assert catalog.get_episode(episode_id).raw_purged_at is None
+    assert report.to_json()["dry_run"] is True
+
+
+def test_retention_is_measured_from_the_last_status_change(env):
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    episode_id = finished(store, catalog, "show.mp3", at=t0 - 3 * DAY)
+    # Published yesterday afternoon: its raw media is kept for another day.
+    assert catalog.set_status(
+        episode_id, expected=S.PROCESSED, new=S.PUBLISHED, at=t0 - timedelta(hours=20)
+    )
+    assert purge(catalog, store, now=t0, retention=DAY).deleted == ()
+    assert [e.episode_id for e in purge(catalog, store, now=t0 + DAY, retention=DAY).deleted] == [
+        episode_id
+    ]
+
+
+def test_leftover_upload_of_the_same_bytes_is_deleted_with_the_raw_media(env):
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    episode_id = upload(store, catalog, "show.mp3")
+    # raw_audio copied the upload, then died before deleting it.
+    assert catalog.set_status(
+        episode_id, expected=S.UPLOADED, new=S.PROCESSING, run_id="r", at=t0 - 2 * DAY
+    )
+    store.copy(layout.upload_key("show.mp3"), layout.raw_key(episode_id, "show.mp3"))
+    catalog.set_raw_key(episode_id, layout.raw_key(episode_id, "show.mp3"))
+    succeed(store, catalog, episode_id, at=t0 - 2 * DAY)
+    # The same bytes under a second name are a duplicate of this episode.
+    duplicate = store.read_bytes(layout.upload_key("show.mp3"))
+    assert upload(store, catalog, "copy of show.mp3", duplicate) == episode_id
+    # An upload with other bytes that no one registered yet is left alone.
+    store.write_bytes(layout.upload_key("unrelated.mp3"), b"other bytes")
+
+    [entry] = purge(catalog, store, now=t0, retention=DAY).deleted
+
+    assert set(entry.objects) == {
+        "uploads/show.mp3",
+        "uploads/copy of show.mp3",
+        f"episodes/{episode_id}/raw.mp3",
+    }
+    assert entry.objects[-1] == f"episodes/{episode_id}/raw.mp3"  # raw media goes last
+    assert not has_raw_media(store, catalog, episode_id)
+    assert store.exists(layout.upload_key("unrelated.mp3"))
+
+
+def test_registered_new_version_keeps_the_episode_until_it_is_processed(env):
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    episode_id = finished(store, catalog, "show.mp3", at=t0 - 3 * DAY)
+    assert upload(store, catalog, "show.mp3", b"version two" * 40) == episode_id
+
+    report = purge(catalog, store, now=t0, retention=DAY)
+
+    assert report.deleted == ()
+    assert {k.episode_id: k.reason for k in report.kept} == {episode_id: REASON_NEW_VERSION}
+    assert raw_objects(store, episode_id) and store.exists("uploads/show.mp3")
+    # Its run processes the new version; three days later that is purged in turn.
+    start(store, catalog, episode_id, at=t0)
+    succeed(store, catalog, episode_id, at=t0)
+    assert store.read_bytes(layout.raw_key(episode_id, "show.mp3")) == b"version two" * 40
+    [entry] = purge(catalog, store, now=t0 + 3 * DAY, retention=DAY).deleted
+    assert entry.episode_id == episode_id and not has_raw_media(store, catalog, episode_id)
+
+
+def test_unregistered_new_version_is_not_deleted_and_can_be_processed_after_a_purge(env):
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    episode_id = finished(store, catalog, "show.mp3", at=t0 - 3 * DAY)
+    # New bytes land in uploads/ before the upload sensor saw them.
+    store.write_bytes(layout.upload_key("show.mp3"), b"version two" * 40)
+
+    [entry] = purge(catalog, store, now=t0, retention=DAY).deleted
+
+    assert entry.objects == (f"episodes/{episode_id}/raw.mp3",)
+    assert store.read_bytes("uploads/show.mp3") == b"version two" * 40
+    with pytest.raises(RawMediaPurgedError):
+        start(store, catalog, episode_id, at=t0)
+    # The sensor registers the new version: it clears the purge mark and is processed.
+    assert upload(store, catalog, "show.mp3", b"version two" * 40) == episode_id
+    assert catalog.get_episode(episode_id).raw_purged_at is None
+    start(store, catalog, episode_id, at=t0 + timedelta(hours=1))
+    succeed(store, catalog, episode_id, at=t0 + timedelta(hours=1))
+    assert store.read_bytes(layout.raw_key(episode_id, "show.mp3")) == b"version two" * 40
+
+
+def test_max_deletions_defers_the_rest_to_the_next_run(env):
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    ids = [finished(store, catalog, f"ep{i}.mp3", at=t0 - (5 - i) * DAY) for i in range(3)]
+
+    first = purge(catalog, store, now=t0, retention=DAY, max_deletions=2)
+
+    assert [e.episode_id for e in first.deleted] == ids[:2]  # oldest first
+    assert first.eligible == 3
+    assert {k.episode_id: k.reason for k in first.kept} == {ids[2]: REASON_MAX_DELETIONS}
+    assert [e.episode_id for e in purge(catalog, store, now=t0, retention=DAY).deleted] == ids[2:]
+
+
+class FailingDeletesStore(LocalObjectStore):
+    """A real local store whose deletes of some keys fail, as an outage would."""
+
+    failing_keys: list[str] = Field(default_factory=list)
+
+    def delete(self, key: str, *, if_generation_match: int | None = None) -> None:
+        if key in self.failing_keys:
+            raise ObjectStoreError(f"delete {key} failed: 503 Service Unavailable")
+        super().delete(key, if_generation_match=if_generation_match)
+
+
+def test_a_failed_deletion_is_reported_and_retried_without_stopping_the_rest(env):
+    catalog, t0 = env.catalog, env.t0
+    ids = [finished(env.store, catalog, f"ep{i}.mp3", at=t0 - 2 * DAY) for i in range(3)]
+    flaky_key = f"episodes/{ids[1]}/raw.mp3"
+    flaky = FailingDeletesStore(root=env.store.root, failing_keys=[flaky_key])
+
+    report = purge(catalog, flaky, now=t0, retention=DAY)
+
+    assert [e.episode_id for e in report.deleted] == [ids[0], ids[2]]
+    [failure] = report.failed
+    assert (failure.episode_id, failure.key) == (ids[1], flaky_key)
+    assert "503" in failure.error
+    assert catalog.get_episode(ids[1]).raw_purged_at is None  # not marked purged
+    assert env.store.exists(flaky_key)
+
+    retry = purge(catalog, env.store, now=t0, retention=DAY)
+    assert [e.episode_id for e in retry.deleted] == [ids[1]] and not retry.failed
+    assert not env.store.exists(flaky_key)
+
+
+# -- races ----------------------------------------------------------------------------------
+
+
+def test_episode_reprocessed_between_selection_and_deletion_keeps_its_raw_media(env):
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    racing = finished(store, catalog, "racing.mp3", at=t0 - 2 * DAY)
+    other = finished(store, catalog, "other.mp3", at=t0 - 2 * DAY)
+    plan = plan_purge(catalog, store, now=t0, retention=DAY)
+    assert {p.episode_id for p in plan.eligible} == {racing, other}
+
+    start(store, catalog, racing, at=t0)  # a backfill begins after the selection
+    report = execute_purge(catalog, store, plan)
+
+    assert [e.episode_id for e in report.deleted] == [other]
+    [skipped] = report.skipped_by_race
+    assert skipped.episode_id == racing and "processing" in skipped.reason
+    assert raw_objects(store, racing) == [f"episodes/{racing}/raw.mp3"]
+    episode = catalog.get_episode(racing)
+    assert (episode.status, episode.raw_purged_at) == (S.PROCESSING, None)
+    kept = {k["episode_id"]: k["reason"] for k in report.to_json()["kept"]}
+    assert "processing" in kept[racing]
+
+
+def test_raw_media_rewritten_after_planning_is_not_deleted(env):
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    episode_id = finished(store, catalog, "show.mp3", at=t0 - 2 * DAY)
+    plan = plan_purge(catalog, store, now=t0, retention=DAY)
+    raw_key = layout.raw_key(episode_id, "show.mp3")
+    store.write_bytes(raw_key, b"rewritten")
+
+    report = execute_purge(catalog, store, plan)
+
+    assert report.deleted == () and [s.episode_id for s in report.skipped_by_race] == [episode_id]
+    assert store.read_bytes(raw_key) == b"rewritten"
+    assert catalog.get_episode(episode_id).raw_purged_at is None  # the mark was taken back
+
+
+def test_no_run_can_start_on_an_episode_marked_purged(env):
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    episode_id = finished(store, catalog, "show.mp3", at=t0 - 2 * DAY)
+    episode = catalog.get_episode(episode_id)
+    assert catalog.mark_raw_purged(
+        episode_id,
+        expected_statuses=[S.PROCESSED],
+        at=t0,
+        only_if_status_changed_at=episode.status_changed_at,
+        only_if_source_generation=episode.source_generation,
+    )
+    history = catalog.history(episode_id)
+
+    with pytest.raises(RawMediaPurgedError, match=rf"raw audio for {episode_id} was purged at "):
+        catalog.set_status(episode_id, expected=None, new=S.PROCESSING, run_id="late")
+
+    after = catalog.get_episode(episode_id)
+    assert (after.status, after.processing_run_id) == (S.PROCESSED, episode.processing_run_id)
+    assert catalog.history(episode_id) == history
+    assert catalog.unmark_raw_purged(episode_id, only_if_purged_at=t0)
+    assert not catalog.unmark_raw_purged(episode_id, only_if_purged_at=t0)
+    start(store, catalog, episode_id, at=t0)  # unmarked: processing is allowed again
+
+
+def test_reprocessing_a_purged_episode_fails_at_once_and_marks_nothing(env):
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    episode_id = finished(store, catalog, "show.mp3", at=t0 - 2 * DAY, instance=env.instance)
+    assert catalog.set_status(episode_id, expected=S.PROCESSED, new=S.PUBLISHED, at=t0 - 2 * DAY)
+    purge(catalog, store, now=t0, retention=DAY)
+    before = catalog.get_episode(episode_id)
+    history = catalog.history(episode_id)
+
+    result = env.materialize([raw_audio], episode_id)
+
+    assert not result.success
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert len(failures) == 1
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    message = failures[0].step_failure_data.error.message
+    assert f"raw audio for {episode_id} was purged at {t0.isoformat(timespec='seconds')}" in message
+    assert catalog.get_episode(episode_id) == before  # still published, no error recorded
+    assert catalog.history(episode_id) == history
+
+
+# -- the Dagster job, schedule and sensor -----------------------------------------------------
+
+
+def _purge_job_run(env, **config):
+    return purge_job.execute_in_process(
+        run_config=purge_run_config(**config),
+        resources={"store": env.store, "catalog": env.catalog_resource},
+        instance=env.instance,
+    )
+
+
+def test_purge_job_observes_raw_audio_and_reports_counts(env):
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    gone = finished(store, catalog, "gone.mp3", at=t0 - 2 * DAY, instance=env.instance)
+    kept = finished(store, catalog, "kept.mp3", at=t0 - timedelta(hours=2), instance=env.instance)
+    size = store.stat(layout.raw_key(gone, "gone.mp3")).size
+
+    dry = _purge_job_run(env, now=t0, dry_run=True)
+    assert dry.output_for_node(PURGE_OP).dry_run
+    assert env.instance.fetch_observations(dg.AssetKey("raw_audio"), limit=10).records == []
+
+    result = _purge_job_run(env, now=t0)
+
+    report = result.output_for_node(PURGE_OP)
+    assert [e.episode_id for e in report.deleted] == [gone]
+    [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
+    metadata = output.event_specific_data.metadata
+    assert {k: metadata[k].value for k in ("eligible", "deleted", "skipped_by_race", "failed")} == {
+        "eligible": 1,
+        "deleted": 1,
+        "skipped_by_race": 0,
+        "failed": 0,
+    }
+    assert metadata["bytes_freed"].value == size
+    rows = [record.data for record in metadata["actions"].value.records]
+    assert {(r["episode_id"], r["action"]) for r in rows} == {(gone, "deleted"), (kept, "kept")}
+
+    [record] = env.instance.fetch_observations(dg.AssetKey("raw_audio"), limit=10).records
+    observation = record.asset_observation
+    assert observation.partition == gone
+    assert observation.metadata["bytes_freed"].value == size
+    assert observation.metadata["objects_deleted"].value == 1
+    assert set(env.instance.get_dynamic_partitions(episode_partitions.name)) == {gone, kept}
+
+    second = _purge_job_run(env, now=t0).output_for_node(PURGE_OP)
+    assert second.deleted == ()
+
+
+def test_schedule_requests_a_purge_only_when_something_is_eligible(env):
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    schedule = build_purge_schedule()
+    assert schedule.cron_schedule == DEFAULT_PURGE_CRON == "0 3 * * *"
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    resources = {"catalog": env.catalog_resource}
+    tick = t0.replace(hour=3)
+
+    def evaluate(at: datetime):
+        context = dg.build_schedule_context(
+            instance=env.instance, scheduled_execution_time=at, resources=resources
+        )
+        return schedule.evaluate_tick(context)
+
+    finished(store, catalog, "recent.mp3", at=tick - timedelta(hours=2))
+    nothing = evaluate(tick)
+    assert not nothing.run_requests and nothing.skip_message
+
+    finished(store, catalog, "old.mp3", at=tick - 2 * DAY)
+    [request] = evaluate(tick).run_requests
+    assert request.run_key == schedule_run_key(tick) == f"purge-schedule@{tick.isoformat()}"
+    assert request.run_config == purge_run_config(now=tick)
+    [again] = evaluate(tick).run_requests
+    assert again.run_key == request.run_key  # the same tick never launches a second purge
+    [tomorrow] = evaluate(tick + DAY).run_requests
+    assert tomorrow.run_key != request.run_key
+
+    assert build_purge_schedule(cron="30 1 * * 1").cron_schedule == "30 1 * * 1"
+
+
+def test_sensor_requests_a_purge_when_episodes_become_eligible(env):
+    store, catalog, now = env.store, env.catalog, datetime.now(UTC)
+    sensor = build_purge_sensor()
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    resources = {"catalog": env.catalog_resource}
+
+    def tick(cursor: str | None):
+        context = dg.build_sensor_context(instance=env.instance, cursor=cursor, resources=resources)
+        return sensor.evaluate_tick(context)
+
+    finished(store, catalog, "recent.mp3", at=now - timedelta(hours=1))
+    empty = tick(None)
+    assert not empty.run_requests and empty.skip_message
+
+    first = finished(store, catalog, "first.mp3", at=now - 3 * DAY)
+    second = finished(store, catalog, "second.mp3", at=now - 2 * DAY)
+    result = tick(None)
+    [request] = result.run_requests
+    changed = catalog.get_episode(second).status_changed_at
+    assert request.run_key == f"purge-eligible@{changed.isoformat()}"
+    assert result.cursor == changed.isoformat()
+    assert request.run_config["ops"][PURGE_OP]["config"]["retention_hours"] == 24.0
+    [same] = tick(None).run_requests
+    assert same.run_key == request.run_key  # stable for the same eligible set
+
+    caught_up = tick(result.cursor)
+    assert not caught_up.run_requests and caught_up.cursor == result.cursor
+
+    third = finished(store, catalog, "third.mp3", at=now - timedelta(hours=30))
+    [later] = tick(result.cursor).run_requests
+    third_changed = catalog.get_episode(third).status_changed_at
+    assert later.run_key == f"purge-eligible@{third_changed.isoformat()}"
+
+    # Once the purge ran, nothing new is eligible and the sensor stays quiet.
+    purge(catalog, store, now=datetime.now(UTC), retention=DAY)
+    assert not tick(None).run_requests
+    assert catalog.get_episode(first).raw_purged_at is not None
+
+
+# -- pod purge -----------------------------------------------------------------------------
+
+
+def test_pod_purge_json_dry_run_and_idempotence(tmp_path, monkeypatch, capsys):
+    from pod_pipeline import cli
+    from pod_pipeline.settings import load_settings
+
+    home = tmp_path / "home"
+    for name in list(os.environ):
+        if name.startswith("POD_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("POD_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    settings = load_settings()
+    store = LocalObjectStore(root=str(home / "store"))
+    catalog = Catalog(settings.database_url())
+    t0 = start_of_hour()
+    done = finished(store, catalog, "done.mp3", at=t0)
+    waiting = upload(store, catalog, "waiting.mp3")
+    later = (t0 + 2 * DAY).isoformat()
+
+    def pod(*args: str) -> tuple[int, str]:
+        code = cli.main(list(args))
+        return code, capsys.readouterr().out
+
+    code, out = pod("purge", "--dry-run", "--now", later, "--json")
+    assert code == 0
+    dry = json.loads(out)
+    assert dry["dry_run"] is True and [d["episode_id"] for d in dry["deleted"]] == [done]
+    assert raw_objects(store, done)
+
+    code, out = pod("purge", "--now", later, "--retention-hours", "24", "--json")
+    real = json.loads(out)
+    assert code == 0 and real["dry_run"] is False and real["failed"] == []
+    [deleted] = real["deleted"]
+    assert deleted["episode_id"] == done
+    assert deleted["objects"] == [f"episodes/{done}/raw.mp3"] and deleted["bytes"] > 0
+    assert {k["episode_id"]: k["reason"] for k in real["kept"]} == {waiting: "status=uploaded"}
+    assert not raw_objects(store, done)
+
+    code, out = pod("purge", "--now", later, "--json")
+    assert code == 0 and json.loads(out)["deleted"] == []
+
+    code, out = pod("purge", "--now", later)
+    assert code == 0 and "0 deleted" in out and f"kept {waiting}: status=uploaded" in out
+    assert pod("purge", "--now", "yesterday-ish")[0] == 2
