@@ -434,6 +434,22 @@ def test_mark_raw_purged_is_compare_and_set(catalog: Catalog) -> None:
     assert _episode(catalog, "ep-show").raw_purged_at is None
 
 
+def test_same_bytes_reuploaded_after_purge_restore_the_episode(catalog: Catalog) -> None:
+    _register(catalog)
+    catalog.set_status("ep-show", expected=S.UPLOADED, new=S.PROCESSING, run_id="r1", at=T0)
+    catalog.set_status("ep-show", expected=S.PROCESSING, new=S.PROCESSED, at=T0)
+    assert catalog.mark_raw_purged(
+        "ep-show", expected_statuses=[S.PROCESSED], at=T0 + timedelta(days=2),
+        only_if_status_changed_at=T0,
+    )
+    again = _register(catalog, generation=2)  # same name, same bytes
+    assert again.kind == RegistrationKind.NEW_VERSION
+    assert again.episode.raw_purged_at is None
+    assert again.episode.source_generation == 2
+    # Without a purge, the same bytes again stay a duplicate.
+    assert _register(catalog, generation=3).kind == RegistrationKind.DUPLICATE
+
+
 def test_list_episodes_by_status(catalog: Catalog) -> None:
     for name in ("a.wav", "b.wav", "c.wav"):
         _register(catalog, name, content=name)

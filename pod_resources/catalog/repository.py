@@ -364,7 +364,8 @@ class Catalog:
         - this ``(object_name, generation)`` was registered before: ``ALREADY_SEEN``;
         - some episode already has these bytes: ``DUPLICATE``; the upload is recorded with
           ``duplicate_of`` and the episode is left alone (this includes the same bytes
-          uploaded again under the same name);
+          uploaded again under the same name, unless the purge took that episode's raw
+          media: then it is a ``NEW_VERSION`` that restores it);
         - ``episode_id`` exists: ``NEW_VERSION``; its generation and content hash are
           updated and ``raw_purged_at`` is cleared, its status is not (the run that
           processes it moves it);
@@ -391,7 +392,14 @@ class Catalog:
             same_bytes = session.scalars(
                 sa.select(EpisodeRow).where(EpisodeRow.content_hash == content_hash)
             ).one_or_none()
-            if same_bytes is not None:
+            # The same bytes again under the same name after the purge took the raw media
+            # bring the episode back: it is a new version, not a duplicate.
+            restores_purged = (
+                same_bytes is not None
+                and same_bytes.episode_id == episode_id
+                and same_bytes.raw_purged_at is not None
+            )
+            if same_bytes is not None and not restores_purged:
                 upload = UploadRow(
                     object_name=object_name,
                     generation=generation,
