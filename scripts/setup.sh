@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
-DEB_PACKAGES=(ffmpeg espeak-ng sox)
+DEB_PACKAGES=(ffmpeg espeak-ng sox chromium)
 
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do

@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.plugins.gcs", "tests.plugins.postgres", "tests.plugins.pipeline"]
+pytest_plugins = [
+    "tests.plugins.gcs",
+    "tests.plugins.postgres",
+    "tests.plugins.pipeline",
+    "tests.plugins.dagster_services",
+]
