@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,24 @@ _SQLITE_FILE_PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     "PRAGMA synchronous = NORMAL",
 )
+def _execute_pragma(cursor: Any, pragma: str) -> None:
+    """Run a connection pragma, waiting out a writer that holds the file.
+
+    Switching the journal mode needs the database to itself, and SQLite answers "database
+    is locked" at once instead of calling the busy handler; so wait here, within the busy
+    timeout.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute(pragma)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 _MIGRATION_LOCK_KEY = 0x706F645F636174  # "pod_cat": one advisory lock id for the catalog schema
 _BEGIN_OPTION = "pod_sqlite_begin"
 """Execution option read by the SQLite ``begin`` hook: ``"IMMEDIATE"`` for write units."""
@@ -140,7 +160,7 @@ def _create_sqlite_engine(url: URL) -> Engine:
         cursor = dbapi_conn.cursor()
         try:
             for pragma in _SQLITE_PRAGMAS if in_memory else _SQLITE_PRAGMAS + _SQLITE_FILE_PRAGMAS:
-                cursor.execute(pragma)
+                _execute_pragma(cursor, pragma)
         finally:
             cursor.close()
 
