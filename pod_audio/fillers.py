@@ -17,10 +17,14 @@ a quarter to half a second with a steady spectrum, where words change their spec
 4. Each candidate gets a feature vector (:data:`FEATURE_NAMES`: steadiness, voicing, pitch
    movement, fricative noise, pauses around it, what the recogniser and pocketsphinx's phone
    loop put there) and a logistic score; candidates scoring at least
-   :data:`DEFAULT_THRESHOLD` are fillers, the best of overlapping ones wins.
+   :data:`DEFAULT_THRESHOLD` are fillers (segments the recogniser spelled as a filler need
+   :data:`CONFIRM_THRESHOLD`), the best of overlapping ones wins, and a found filler is
+   widened to a pause less than 0.25 s away.
+5. :func:`apply_fillers` puts them into the chunk's words.
 
-The weights were fitted with ``bench/filler_eval.py --fit`` on a tuning set that is never
-reported as a result; ``docs/fillers.md`` has the method and the measured precision and recall.
+The weights were fitted with ``bench/filler_eval.py --fit`` on the tuning sets (synthetic
+speech, and real speech with synthetic fillers); ``docs/fillers.md`` has the method and the
+precision and recall measured on held-out sets.
 """
 
 from __future__ import annotations
