@@ -115,7 +115,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from pod_pipeline.runner import run_once
 
     _prepare_dagster_home(settings)
-    outcome = run_once(settings)
+    outcome = run_once(settings, log_level=args.log_level)
     for line in outcome.messages:
         print(line)
     cmd_status(argparse.Namespace(json=False), settings)
@@ -212,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--title", help="episode title (default: from the file name)")
     ingest.set_defaults(func=cmd_ingest)
     run = sub.add_parser("run", help="one upload-sensor tick, then every requested run")
+    run.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="Dagster events shown while running (default WARNING; all are kept in the instance)",
+    )
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="episodes and their status")
     status.add_argument("--json", action="store_true")

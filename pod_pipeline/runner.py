@@ -32,7 +32,9 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
     return "the run failed"
 
 
-def run_once(settings: Settings, *, instance: dg.DagsterInstance | None = None) -> RunOutcome:
+def run_once(
+    settings: Settings, *, instance: dg.DagsterInstance | None = None, log_level: str = "WARNING"
+) -> RunOutcome:
     """One upload-sensor tick, then every run it requested, in this process.
 
     Run keys are honoured as the daemon honours them: an upload whose run already exists
@@ -59,6 +61,8 @@ def run_once(settings: Settings, *, instance: dg.DagsterInstance | None = None) 
             partition_key=request.partition_key,
             tags=tags,
             raise_on_error=False,
+            # Every event is in the instance's event log; the terminal gets what matters.
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         )
         outcome.launched += 1
         if run.success:
