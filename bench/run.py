@@ -316,7 +316,7 @@ def measure_episode(
         note="floor only; no target",
     )
     final = Measurement(
-        "final_episode_vs_ffmpeg_mp3", size, "render_final + measure",
+        "final_episode_vs_ffmpeg_mp3", size, "render_final (measures the decoded MP3)",
         "ffmpeg -i cleaned.flac -b:a 128k out.mp3", f"<= {MP3_RATIO:g}", MP3_RATIO,
         note="input: the cleaned FLAC",
     )
@@ -386,8 +386,9 @@ def measure_transcription(seconds: float, *, repeat: int) -> Measurement:
         f"transcribe(workers=0) on {_cores()} cores", "transcribe(workers=1)",
         f"<= {ASR_RATIO:g}", ASR_RATIO,
         note=(
-            f"jfk.flac looped with pauses to {seconds:g} s: pocketsphinx costs about 0.15 s "
-            "of CPU per audio second, so a 60 min episode would take hours per run"
+            f"jfk.flac looped with pauses to {seconds:g} s: recognition with filler detection "
+            "costs about 0.3-0.45 s of CPU per audio second, so one 60 min run would take "
+            "about half an hour, and the comparison needs six"
         ),
     )
     for rep in range(repeat):
