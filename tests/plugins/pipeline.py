@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,12 +14,8 @@ from pod_resources.catalog import Catalog, CatalogResource
 from pod_resources.show import ShowResource
 from pod_resources.storage import LocalObjectStore, ObjectStore
 from pod_resources.transcriber import PocketsphinxTranscriberResource
+from tests.audio_factory import fixtures_dir
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def fixtures_dir() -> Path:
-    return Path(os.environ.get("POD_FIXTURES") or REPO.parent / "shared" / "fixtures")
 
 
 @pytest.fixture(scope="session")
