@@ -1,7 +1,9 @@
 """``pod``: the headless way to run the pipeline.
 
     pod ingest FILE… [--title T]   copy files into uploads/ of the configured store
-    pod run                        one upload-sensor tick, then every requested run, in process
+    pod run                        one upload-sensor tick, then every requested run
+    pod run --episode ID… [--step S…]
+                                   run known episodes again (all steps, or only S)
     pod status [--json]            one line (or JSON object) per episode
     pod publish EPISODE_ID…        processed episodes become published (publish_job)
     pod purge [--dry-run] [--now ISO8601] [--retention-hours H] [--json]
@@ -112,10 +114,22 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from pod_pipeline.runner import run_once
+    from pod_pipeline.runner import rerun_episodes, run_once
 
+    if args.step and not args.episode:
+        print("pod run: --step needs --episode", file=sys.stderr)
+        return 2
     _prepare_dagster_home(settings)
-    outcome = run_once(settings, log_level=args.log_level)
+    if args.episode:
+        try:
+            outcome = rerun_episodes(
+                settings, args.episode, steps=args.step or None, log_level=args.log_level
+            )
+        except ValueError as exc:
+            print(f"pod run: {exc}", file=sys.stderr)
+            return 2
+    else:
+        outcome = run_once(settings, log_level=args.log_level)
     for line in outcome.messages:
         print(line)
     cmd_status(argparse.Namespace(json=False), settings)
@@ -217,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="WARNING",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="Dagster events shown while running (default WARNING; all are kept in the instance)",
+    )
+    run.add_argument(
+        "--episode", action="append", metavar="ID",
+        help="run this known episode again instead of looking for uploads (repeatable)",
+    )
+    run.add_argument(
+        "--step", action="append", metavar="STEP",
+        help="with --episode: run only this step, one of raw_audio, transcript, cleaned_audio, "
+        "final_episode (repeatable; its inputs come from the store)",
     )
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="episodes and their status")

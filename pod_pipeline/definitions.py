@@ -7,6 +7,8 @@ import pod_resources
 import pod_sensors
 from pod_pipeline.settings import Settings, load_settings
 
+_EXECUTORS = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
+
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or load_settings()
@@ -18,11 +20,13 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
             purge_cron=settings.purge_cron,
         ),
         pod_resources.build_defs(settings),
-        # An episode's steps form a chain: nothing inside one run can go in parallel, so a
-        # process per step would only add start-up time. Runs are the unit of parallelism
-        # (run queue, pools; one pod per run on Kubernetes); pools hold in-process too.
-        dg.Definitions(executor=dg.in_process_executor),
+        # An episode's steps form a chain: nothing inside one run can go in parallel, so by
+        # default a process per step would only add start-up time. Runs are the unit of
+        # parallelism (run queue, pools; one pod per run on Kubernetes); pools hold
+        # in-process too. POD_EXECUTOR=multiprocess gives each step a fresh process.
+        dg.Definitions(executor=_EXECUTORS[settings.executor]),
     )
+
 
 
 @dg.definitions

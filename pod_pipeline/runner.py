@@ -1,17 +1,25 @@
-"""In-process execution for ``pod run``: the daemon's work, done once, headless."""
+"""Headless execution for ``pod run``: the daemon's work, done once, on the configured instance.
+
+Runs go through :func:`dagster.execute_job` on a reconstructable job, so they honour
+``POD_EXECUTOR``: with ``multiprocess`` every step starts in a fresh process, which rebuilds
+the definitions from the environment (as a daemon-launched run does).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
 
 from pod_assets.partitions import episode_partitions
-from pod_assets.status import mark_run_failed
+from pod_assets.status import EPISODE_STEPS, mark_run_failed
 from pod_pipeline.definitions import build_definitions
 from pod_pipeline.settings import Settings
 
 RUN_KEY_TAG = "dagster/run_key"
+PARTITION_TAG = "dagster/partition"
+EPISODE_JOB = "process_episode_job"
 
 
 @dataclass
@@ -21,21 +29,80 @@ class RunOutcome:
     failed: int = 0
 
 
+@dataclass(frozen=True)
+class EpisodeRun:
+    run_id: str
+    episode_id: str
+    success: bool
+    failure: str | None
+
+
+def episode_job() -> dg.JobDefinition:
+    """The episode job, built from the environment (a reconstructable target)."""
+    return build_definitions().resolve_job_def(EPISODE_JOB)
+
+
 def _already_launched(instance: dg.DagsterInstance, run_key: str) -> bool:
     return bool(instance.get_run_records(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1))
 
 
-def _failure_message(result: dg.ExecuteInProcessResult) -> str:
-    for event in result.all_events:
+def _failure_message(events: Sequence[dg.DagsterEvent]) -> str:
+    for event in events:
         if event.event_type == dg.DagsterEventType.STEP_FAILURE:
             return f"step {event.step_key} failed: {event.message}"
     return "the run failed"
 
 
+def _validate_steps(steps: Sequence[str] | None) -> None:
+    unknown = sorted(set(steps or ()) - set(EPISODE_STEPS))
+    if unknown:
+        raise ValueError(f"unknown step {', '.join(unknown)}; the steps are {', '.join(EPISODE_STEPS)}")
+
+
+def run_episode(
+    instance: dg.DagsterInstance,
+    episode_id: str,
+    *,
+    steps: Sequence[str] | None = None,
+    tags: Mapping[str, str] | None = None,
+    log_level: str = "WARNING",
+) -> EpisodeRun:
+    """One run of the episode job for one partition: every step, or only ``steps``."""
+    _validate_steps(steps)
+    selection = [dg.AssetKey(step) for step in EPISODE_STEPS if step in set(steps)] if steps else None
+    with dg.execute_job(
+        dg.reconstructable(episode_job),
+        instance=instance,
+        tags={**(tags or {}), PARTITION_TAG: episode_id},
+        asset_selection=selection,
+        # Every event is in the instance's event log; the terminal gets what matters.
+        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        raise_on_error=False,
+    ) as result:
+        events = result.all_events
+        return EpisodeRun(
+            run_id=result.run_id,
+            episode_id=episode_id,
+            success=result.success,
+            failure=None if result.success else _failure_message(events),
+        )
+
+
+def _record(outcome: RunOutcome, catalog, run: EpisodeRun) -> None:
+    outcome.launched += 1
+    if run.success:
+        outcome.messages.append(f"run {run.run_id[:8]} {run.episode_id}: success")
+        return
+    outcome.failed += 1
+    message = run.failure or "the run failed"
+    mark_run_failed(catalog, episode_id=run.episode_id, run_id=run.run_id, message=message)
+    outcome.messages.append(f"run {run.run_id[:8]} {run.episode_id}: FAILED: {message}")
+
+
 def run_once(
     settings: Settings, *, instance: dg.DagsterInstance | None = None, log_level: str = "WARNING"
 ) -> RunOutcome:
-    """One upload-sensor tick, then every run it requested, in this process.
+    """One upload-sensor tick, then every run it requested.
 
     Run keys are honoured as the daemon honours them: an upload whose run already exists
     in the instance is not run again.
@@ -43,7 +110,6 @@ def run_once(
     defs = build_definitions(settings)
     instance = instance or dg.DagsterInstance.get()
     sensor = defs.resolve_sensor_def("upload_sensor")
-    job = defs.resolve_job_def("process_episode_job")
     catalog = defs.resources["catalog"].get_catalog()
     outcome = RunOutcome()
 
@@ -55,23 +121,40 @@ def run_once(
     for request in result.run_requests or []:
         if _already_launched(instance, request.run_key):
             continue
-        tags = {**request.tags, RUN_KEY_TAG: request.run_key}
-        run = job.execute_in_process(
-            instance=instance,
-            partition_key=request.partition_key,
-            tags=tags,
-            raise_on_error=False,
-            # Every event is in the instance's event log; the terminal gets what matters.
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        run = run_episode(
+            instance,
+            request.partition_key,
+            tags={**request.tags, RUN_KEY_TAG: request.run_key},
+            log_level=log_level,
         )
-        outcome.launched += 1
-        if run.success:
-            outcome.messages.append(f"run {run.run_id[:8]} {request.partition_key}: success")
-            continue
-        outcome.failed += 1
-        message = _failure_message(run)
-        mark_run_failed(catalog, episode_id=request.partition_key, run_id=run.run_id, message=message)
-        outcome.messages.append(f"run {run.run_id[:8]} {request.partition_key}: FAILED: {message}")
+        _record(outcome, catalog, run)
     if not outcome.launched:
         outcome.messages.append("no new uploads")
+    return outcome
+
+
+def rerun_episodes(
+    settings: Settings,
+    episode_ids: Sequence[str],
+    *,
+    steps: Sequence[str] | None = None,
+    instance: dg.DagsterInstance | None = None,
+    log_level: str = "WARNING",
+) -> RunOutcome:
+    """Run known episodes again (all steps or ``steps``), as a re-execution from the UI would."""
+    defs = build_definitions(settings)
+    instance = instance or dg.DagsterInstance.get()
+    catalog = defs.resources["catalog"].get_catalog()
+    _validate_steps(steps)
+    known = set(instance.get_dynamic_partitions(episode_partitions.name))
+    outcome = RunOutcome()
+    for episode_id in episode_ids:
+        if episode_id not in known:
+            outcome.failed += 1
+            outcome.messages.append(f"{episode_id}: no such episode")
+            continue
+        run = run_episode(
+            instance, episode_id, steps=steps, tags={"pod/trigger": "cli"}, log_level=log_level
+        )
+        _record(outcome, catalog, run)
     return outcome

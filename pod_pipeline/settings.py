@@ -16,6 +16,8 @@
 ``POD_SHOW_NAME``             show name for ID3 tags (default ``Podcast``)
 ``POD_INTRO_KEY``             object key of the show's intro (optional)
 ``POD_OUTRO_KEY``             object key of the show's outro (optional)
+``POD_EXECUTOR``              ``in_process`` (default: a run's steps share one process) or
+                              ``multiprocess`` (each step in a fresh process)
 ============================  ==========================================================
 """
 
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DATABASE_URL_ENV = "POD_DATABASE_URL"
+EXECUTORS = ("in_process", "multiprocess")
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Settings:
     show_name: str = "Podcast"
     intro_key: str | None = None
     outro_key: str | None = None
+    executor: str = "in_process"
 
     @property
     def dagster_home(self) -> Path:
@@ -73,4 +77,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         show_name=env.get("POD_SHOW_NAME") or "Podcast",
         intro_key=env.get("POD_INTRO_KEY") or None,
         outro_key=env.get("POD_OUTRO_KEY") or None,
+        executor=_executor(env.get("POD_EXECUTOR") or "in_process"),
     )
+
+
+def _executor(name: str) -> str:
+    if name not in EXECUTORS:
+        raise ValueError(f"POD_EXECUTOR must be one of {', '.join(EXECUTORS)}, not {name!r}")
+    return name
