@@ -210,3 +210,111 @@ def test_purge_on_gcs_deletes_raw_media_and_leftover_copies_only(catalog, gcs_st
         "uploads/waiting.mp3",
     }
     assert purge(catalog, gcs_store, now=t0 + timedelta(hours=1), retention=DAY).deleted == ()
+
+
+@pytest.mark.gcs
+def test_purge_running_during_a_backfill_never_deletes_raw_media_of_a_reprocessing_episode(
+    postgres_url, gcs_store, tmp_path
+):
+    """A real backfill (every episode asset, one run per episode) while the purge runs again
+    and again on its own connection, everything on Postgres and the GCS emulator.
+
+    Each reprocessed episode is eligible the moment its run finishes, so the purge keeps
+    racing the backfill. A run that starts before the purge marks its episode must never
+    lose its raw media mid-run; one that starts after is refused at once.
+    """
+    import dagster as dg
+
+    from pod_assets.cleaned_audio import cleaned_audio
+    from pod_assets.final_episode import final_episode
+    from pod_assets.raw_audio import raw_audio
+    from pod_assets.transcript import transcript
+    from pod_resources.catalog import CatalogResource
+    from pod_resources.show import ShowResource
+    from pod_resources.transcriber import PocketsphinxTranscriberResource
+    from tests import audio_factory as af
+
+    catalog = Catalog(postgres_url)
+    t_old = start_of_hour() - 2 * DAY
+    with dg.instance_for_test() as instance:
+        ids = []
+        for i in range(5):
+            path = af.write_audio(
+                tmp_path / f"ep{i}.flac",
+                af.speech_like(duration_s=2.0, sample_rate=16000, seed=i),
+                sample_rate=16000,
+            )
+            ids.append(
+                upload(gcs_store, catalog, f"ep{i}.flac", path.read_bytes(), instance=instance)
+            )
+            start(gcs_store, catalog, ids[-1], at=t_old)
+            assert catalog.set_status(ids[-1], expected=S.PROCESSING, new=S.PROCESSED, at=t_old)
+
+        resources = {
+            "store": gcs_store,
+            "catalog": CatalogResource(database_url=postgres_url),
+            "transcriber": PocketsphinxTranscriberResource(workers=1),
+            "show": ShowResource(name="Test Show"),
+        }
+        backfill_done = threading.Event()
+        deletions: list[str] = []
+
+        def purger() -> int:
+            own = Catalog(postgres_url)
+            # Join once the backfill holds its first episode, then keep deleting one at a time.
+            while not backfill_done.is_set() and not own.list_episodes(statuses=[S.PROCESSING]):
+                backfill_done.wait(0.05)
+            rounds = 0
+            while not backfill_done.is_set():
+                # Everything finished is past the retention: a purge "two days from now".
+                report = purge(
+                    own, gcs_store, now=start_of_hour() + 3 * DAY, retention=DAY, max_deletions=1
+                )
+                assert not report.failed, report.failed
+                deletions.extend(entry.episode_id for entry in report.deleted)
+                rounds += 1
+                backfill_done.wait(1.0)
+            return rounds
+
+        def backfill() -> dict[str, dg.ExecuteInProcessResult]:
+            try:
+                return {
+                    episode_id: dg.materialize(
+                        [raw_audio, transcript, cleaned_audio, final_episode],
+                        partition_key=episode_id,
+                        resources=resources,
+                        instance=instance,
+                        raise_on_error=False,
+                        tags={"dagster/backfill": "purge-race"},
+                    )
+                    for episode_id in ids
+                }
+            finally:
+                backfill_done.set()
+
+        purge_thread, purge_box = _in_thread(purger)
+        backfill_thread, backfill_box = _in_thread(backfill)
+        backfill_thread.join(600)
+        purge_thread.join(60)
+        assert "error" not in purge_box and "error" not in backfill_box, (purge_box, backfill_box)
+        runs: dict[str, dg.ExecuteInProcessResult] = backfill_box["result"]
+
+    reprocessed = [episode_id for episode_id, run in runs.items() if run.success]
+    refused = [episode_id for episode_id, run in runs.items() if not run.success]
+    for episode_id in refused:
+        # Refused before it owned the episode: one failure, at the first step, naming the purge.
+        [failure] = [e for e in runs[episode_id].all_events if e.is_step_failure]
+        assert failure.step_key == "raw_audio"
+        assert "was purged" in failure.step_failure_data.error.message
+        assert catalog.get_episode(episode_id).status == S.PROCESSED
+    for episode_id in reprocessed:
+        history = [(c.from_status, c.to_status) for c in catalog.history(episode_id)]
+        assert history[-2:] == [(S.PROCESSED, S.PROCESSING), (S.PROCESSING, S.PROCESSED)]
+    # Both sides got work done while the other was running: this was a race.
+    assert reprocessed and deletions, (reprocessed, deletions)
+    assert purge_box["result"] >= 2
+    # No episode is left processing, and nothing is gone that the catalog says is there.
+    for episode_id in ids:
+        episode = catalog.get_episode(episode_id)
+        assert episode.status == S.PROCESSED
+        assert has_raw_media(gcs_store, catalog, episode_id) == (episode.raw_purged_at is None)
