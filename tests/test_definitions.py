@@ -76,3 +76,14 @@ def test_cli_validators_pass(command, tmp_path):
         [str(BIN / command[0]), *command[1:]], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("name", ["in_process", "multiprocess"])
+def test_executor_follows_pod_executor(tmp_path, name):
+    defs = build_definitions(load_settings({"POD_HOME": str(tmp_path), "POD_EXECUTOR": name}))
+    assert defs.resolve_job_def("process_episode_job").executor_def.name == name
+
+
+def test_unknown_executor_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="in_process, multiprocess"):
+        load_settings({"POD_EXECUTOR": "threads"})
