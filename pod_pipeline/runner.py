@@ -3,10 +3,16 @@
 Runs go through :func:`dagster.execute_job` on a reconstructable job, so they honour
 ``POD_EXECUTOR``: with ``multiprocess`` every step starts in a fresh process, which rebuilds
 the definitions from the environment (as a daemon-launched run does).
+
+With no daemon there is no run monitoring, so every ``pod run`` first does its job: a run
+that ``pod run`` started on this host and whose process is gone (killed, out of memory, the
+machine restarted) is marked failed, and its episode ``error`` with a message that says so.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +26,9 @@ from pod_pipeline.settings import Settings
 RUN_KEY_TAG = "dagster/run_key"
 PARTITION_TAG = "dagster/partition"
 EPISODE_JOB = "process_episode_job"
+HOST_TAG = "pod/host"
+PID_TAG = "pod/pid"
+_UNFINISHED = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
 @dataclass
@@ -70,10 +79,11 @@ def run_episode(
     """One run of the episode job for one partition: every step, or only ``steps``."""
     _validate_steps(steps)
     selection = [dg.AssetKey(step) for step in EPISODE_STEPS if step in set(steps)] if steps else None
+    own = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     with dg.execute_job(
         dg.reconstructable(episode_job),
         instance=instance,
-        tags={**(tags or {}), PARTITION_TAG: episode_id},
+        tags={**(tags or {}), **own, PARTITION_TAG: episode_id},
         asset_selection=selection,
         # Every event is in the instance's event log; the terminal gets what matters.
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
@@ -86,6 +96,41 @@ def run_episode(
             success=result.success,
             failure=None if result.success else _failure_message(events),
         )
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_dead_runs(instance: dg.DagsterInstance, catalog) -> list[str]:
+    """Mark failed the unfinished runs ``pod run`` started on this host whose process is gone.
+
+    Their episodes become ``error`` (only where that run still owns them), so a status is
+    never stuck at ``processing``. Returns one message per reaped run.
+    """
+    messages: list[str] = []
+    host = socket.gethostname()
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=_UNFINISHED, tags={HOST_TAG: host})
+    )
+    for record in records:
+        run = record.dagster_run
+        pid = run.tags.get(PID_TAG, "")
+        if not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        message = f"run {run.run_id} died: its process {pid} is gone (killed or crashed)"
+        instance.report_run_failed(run, message)
+        episode_id = run.tags.get(PARTITION_TAG)
+        if episode_id:
+            mark_run_failed(catalog, episode_id=episode_id, run_id=run.run_id, message=message)
+        messages.append(f"run {run.run_id[:8]} {episode_id or ''}: marked failed, its process is gone")
+    return messages
 
 
 def _record(outcome: RunOutcome, catalog, run: EpisodeRun) -> None:
@@ -111,7 +156,7 @@ def run_once(
     instance = instance or dg.DagsterInstance.get()
     sensor = defs.resolve_sensor_def("upload_sensor")
     catalog = defs.resources["catalog"].get_catalog()
-    outcome = RunOutcome()
+    outcome = RunOutcome(messages=reap_dead_runs(instance, catalog))
 
     with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
         result = sensor(context)
@@ -147,7 +192,7 @@ def rerun_episodes(
     catalog = defs.resources["catalog"].get_catalog()
     _validate_steps(steps)
     known = set(instance.get_dynamic_partitions(episode_partitions.name))
-    outcome = RunOutcome()
+    outcome = RunOutcome(messages=reap_dead_runs(instance, catalog))
     for episode_id in episode_ids:
         if episode_id not in known:
             outcome.failed += 1

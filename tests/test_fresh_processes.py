@@ -301,18 +301,29 @@ def test_worker_killed_mid_cleaning_then_rerun_gives_same_outputs(
     names = {info.key.rsplit("/", 1)[-1] for info in deployment.store.list(layout.episode_prefix(episode_id))}
     assert names == {"raw.flac", *OUTPUTS, layout.FINAL_EPISODE}, names
 
-    # The partition again: it takes the episode over, finishes it, and gives the same bytes.
+    # With no daemon, the next `pod run` finds the dead run and says so on the episode.
+    tick = deployment.pod("run", scratch=tmp_path / "scratch-tick")
+    assert "its process is gone" in tick.stdout, tick.stdout
+    reaped = deployment.catalog.get_episode(episode_id)
+    assert reaped.status == EpisodeStatus.ERROR
+    assert f"run {killed.processing_run_id} died" in reaped.last_error
+    with dg.DagsterInstance.from_config(deployment.env["DAGSTER_HOME"]) as instance:
+        run = instance.get_run_by_id(killed.processing_run_id)
+        assert run.status == dg.DagsterRunStatus.FAILURE
+
+    # The partition again: it finishes the episode and gives the same bytes.
     deployment.pod("run", "--episode", episode_id, *steps, scratch=tmp_path / "scratch-rerun")
     done = deployment.catalog.get_episode(episode_id)
     assert done.status == EpisodeStatus.PROCESSED, done.last_error
-    assert done.processing_run_id != killed.processing_run_id
+    assert done.last_error is None
     assert deployment.outputs(episode_id) == reference
     local_final = tmp_path / "final.mp3"
     deployment.store.read_to_path(final, local_final)
     assert probe(local_final).duration_s > 20.0  # two JFK takes; the long pause is cut
     history = [(c.from_status, c.to_status) for c in deployment.catalog.history(episode_id)]
-    assert history[-3:] == [
+    assert history[-4:] == [
         (EpisodeStatus.PROCESSED, EpisodeStatus.PROCESSING),  # the killed run
-        (EpisodeStatus.PROCESSING, EpisodeStatus.PROCESSING),  # the rerun takes it over
+        (EpisodeStatus.PROCESSING, EpisodeStatus.ERROR),  # found dead
+        (EpisodeStatus.ERROR, EpisodeStatus.PROCESSING),  # the rerun
         (EpisodeStatus.PROCESSING, EpisodeStatus.PROCESSED),
     ]
