@@ -18,6 +18,10 @@ Guarantees on both implementations:
 - A missing object raises :class:`ObjectNotFoundError` at once: one request, no polling.
 - Files are streamed in both directions; an object is never held in memory whole, except by
   the ``*_bytes`` / ``*_json`` conveniences.
+
+On GCS, transient failures (503, 429, dropped connections, timeouts) are retried with backoff
+within a deadline, a retried write happens once, and a stalled server ends in
+:class:`ObjectStoreError`, never a hang (see :class:`GCSObjectStore`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -696,6 +701,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _file_md5_hex(path: str) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 _GCS_TRANSPORT_ERRORS = (
     google_exceptions.GoogleAPIError,
     google_auth_exceptions.GoogleAuthError,
@@ -708,12 +721,22 @@ _GCS_TRANSPORT_ERRORS = (
 class GCSObjectStore(ObjectStore):
     """Objects in a Google Cloud Storage bucket, under ``<prefix>/`` when a prefix is set.
 
-    Every request carries ``timeout_s`` and the library's ``DEFAULT_RETRY`` (exponential
-    backoff, bounded by ``retry_deadline_s``). Every mutation is sent with
-    ``if_generation_match``, so retrying it is safe: an unconditional write first reads the
-    current generation and makes the upload conditional on it, going again if another writer
-    slipped in between. Preconditions are also checked against that read before any bytes
-    are sent, so a doomed upload fails at once.
+    Every request carries ``timeout_s`` and the library's ``DEFAULT_RETRY``: 408, 429 and
+    5xx answers, dropped connections and timeouts are retried with exponential backoff and
+    jitter until ``retry_deadline_s``, then raise :class:`ObjectStoreError`. The retry is
+    passed explicitly on every call, uploads, deletes and rewrites included, so one policy
+    and one deadline hold everywhere, whatever the library's per-call defaults (a
+    conditional policy for rewrites, 120 s for the rest). Every mutation is sent
+    with ``if_generation_match``, so retrying it is safe: an unconditional write first reads
+    the current generation and makes the upload conditional on it, going again if another
+    writer slipped in between. Preconditions are also checked against that read before any
+    bytes are sent, so a doomed upload fails at once.
+
+    A write whose first attempt landed but whose answer was lost comes back refused by its
+    own precondition (412), or, for a resumable upload, with its session closed (404). The
+    store then reads the object: if it holds the same bytes (MD5), metadata and content type,
+    that is the write, returned as is, so it is neither repeated nor reported as a lost race.
+    Anything else there is a newer generation, which a conditional write never replaces.
 
     The client comes from ``dagster_gcp.GCSResource(project=...).get_client()`` (which honours
     ``STORAGE_EMULATOR_HOST``) and is created once per resource instance, on first use.
@@ -727,6 +750,9 @@ class GCSObjectStore(ObjectStore):
     )
     retry_deadline_s: float = Field(
         default=120.0, description="Total time one call may spend retrying, in seconds."
+    )
+    list_page_size: int = Field(
+        default=1000, ge=1, le=1000, description="Objects per listing request."
     )
 
     _client: Any = PrivateAttr(default=None)
@@ -799,11 +825,33 @@ class GCSObjectStore(ObjectStore):
 
     # -- writes ----------------------------------------------------------------------------
 
+    def _landed(
+        self, key: str, md5_hex: Callable[[], str], metadata: Mapping[str, str], content_type: str
+    ) -> tuple[Any, bool]:
+        """After a write refused by its precondition (412) or by a closed upload session
+        (404): the object now under ``key`` (or ``None``), and whether it is that write.
+
+        The client retries a request whose answer was lost (reset, 503, timeout); when the
+        first attempt had landed, the retry's own ``if_generation_match`` refuses it. An
+        object with the same bytes (MD5), metadata and content type is that write, so it is
+        not written a second time and the caller is not told it lost a race it won.
+        """
+        current = self._get_blob(key)
+        if current is None or not current.md5_hash:
+            return current, False
+        same = (
+            base64.b64decode(current.md5_hash).hex() == md5_hex()
+            and dict(current.metadata or {}) == dict(metadata)
+            and (current.content_type or _DEFAULT_CONTENT_TYPE) == content_type
+        )
+        return current, same
+
     def _write(
         self,
         key: str,
         upload: Callable[[Any, int, str], None],
         *,
+        md5_hex: Callable[[], str],
         if_generation_match: int | None,
         metadata: Mapping[str, str] | None,
         content_type: str | None,
@@ -822,8 +870,23 @@ class GCSObjectStore(ObjectStore):
                 with self._errors("write", key):
                     upload(blob, generation, resolved_type)
             except google_exceptions.PreconditionFailed:
-                continue  # another writer got in first: read its generation and decide again
+                # Another writer got in first, or an earlier attempt of this upload landed
+                # and only its answer was lost: look at what is there now.
+                landed, ours = self._landed(key, md5_hex, custom, resolved_type)
+                if ours:
+                    return self._info(key, landed)
+                if if_generation_match is not None:
+                    actual = landed.generation if landed is not None else 0
+                    raise PreconditionFailedError(
+                        key, self.uri(key), if_generation_match, actual
+                    ) from None
+                continue  # unconditional: decide again on the newer generation
             except google_exceptions.NotFound as e:
+                # A resumable upload whose last answer was lost: its retry finds the session
+                # closed because the object was made. Otherwise the bucket is missing.
+                landed, ours = self._landed(key, md5_hex, custom, resolved_type)
+                if ours:
+                    return self._info(key, landed)
                 raise ObjectStoreError(f"write {key} ({self.uri(key)}) failed: {e}") from e
             return self._info(key, blob)
         raise ObjectStoreError(
@@ -854,6 +917,7 @@ class GCSObjectStore(ObjectStore):
         return self._write(
             key,
             upload,
+            md5_hex=functools.cache(lambda: _file_md5_hex(filename)),
             if_generation_match=if_generation_match,
             metadata=metadata,
             content_type=content_type,
@@ -879,6 +943,7 @@ class GCSObjectStore(ObjectStore):
         return self._write(
             key,
             upload,
+            md5_hex=lambda: hashlib.md5(data, usedforsecurity=False).hexdigest(),
             if_generation_match=if_generation_match,
             metadata=metadata,
             content_type=content_type,
@@ -926,7 +991,10 @@ class GCSObjectStore(ObjectStore):
 
     def _iter_list(self, name_prefix: str, prefix: str) -> Iterator[ObjectInfo]:
         blobs = self.get_client().list_blobs(
-            self.bucket, prefix=name_prefix + prefix, **self._call_options()
+            self.bucket,
+            prefix=name_prefix + prefix,
+            page_size=self.list_page_size,
+            **self._call_options(),
         )
         where = f"gs://{self.bucket}/{name_prefix}{prefix}"
         with self._errors("list", prefix, uri=where):
@@ -999,7 +1067,17 @@ class GCSObjectStore(ObjectStore):
             except google_exceptions.NotFound:
                 raise ObjectNotFoundError(src_key, self.uri(src_key)) from None
             except google_exceptions.PreconditionFailed:
-                continue  # source or target changed while we looked
+                # Source or target changed while we looked, or a retried rewrite whose
+                # first attempt landed: the copy is done if the target holds the source.
+                landed, ours = self._landed(
+                    dst_key,
+                    lambda: base64.b64decode(source.md5_hash or "").hex(),
+                    source.metadata or {},
+                    source.content_type or _DEFAULT_CONTENT_TYPE,
+                )
+                if ours and source.md5_hash:
+                    return self._info(dst_key, landed)
+                continue  # decide again on the new generations
             return self._info(dst_key, target)
         raise ObjectStoreError(
             f"copy to {dst_key} ({self.uri(dst_key)}) gave up: changed concurrently "
