@@ -8,9 +8,11 @@ from pod_resources.catalog.engine import (
     LeakedTransactionError,
     dispose_engines,
     get_engine,
+    install_global_idle_checkout_guard,
     install_idle_checkout_guard,
     migrate,
     redact_url,
+    remove_global_idle_checkout_guard,
 )
 from pod_resources.catalog.models import ALLOWED_TRANSITIONS, FINISHED_STATUSES, EpisodeStatus
 from pod_resources.catalog.repository import (
@@ -46,7 +48,9 @@ __all__ = [
     "UploadRecord",
     "dispose_engines",
     "get_engine",
+    "install_global_idle_checkout_guard",
     "install_idle_checkout_guard",
     "migrate",
     "redact_url",
+    "remove_global_idle_checkout_guard",
 ]

@@ -4,6 +4,8 @@ Postgres (``postgresql+psycopg://``) gets ``pool_pre_ping`` (a connection killed
 the pool is replaced before use), ``pool_recycle``, TCP keepalives and an ``application_name``
 so its backends can be found in ``pg_stat_activity``. SQLite gets WAL, a 30 s busy timeout and
 foreign keys, and write transactions that take the write lock up front (``BEGIN IMMEDIATE``).
+Both get the idle-checkout guard: a connection that comes out of the pool inside a
+transaction fails loudly (:func:`install_idle_checkout_guard`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import Pool, StaticPool
 
 DEFAULT_APPLICATION_NAME = "pod-pipeline"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -126,17 +128,20 @@ def create_catalog_engine(
             raise CatalogError(
                 f"catalog URL {redact_url(parsed)} must use the postgresql+psycopg:// scheme"
             )
-        return sa.create_engine(
+        engine = sa.create_engine(
             parsed,
             pool_pre_ping=True,
             pool_recycle=POOL_RECYCLE_S,
             connect_args={**_PG_CONNECT_ARGS, "application_name": application_name},
         )
-    if backend == "sqlite":
-        return _create_sqlite_engine(parsed)
-    raise CatalogError(
-        f"unsupported catalog database {redact_url(parsed)}: use SQLite or Postgres"
-    )
+    elif backend == "sqlite":
+        engine = _create_sqlite_engine(parsed)
+    else:
+        raise CatalogError(
+            f"unsupported catalog database {redact_url(parsed)}: use SQLite or Postgres"
+        )
+    install_idle_checkout_guard(engine)
+    return engine
 
 
 def _create_sqlite_engine(url: URL) -> Engine:
@@ -184,19 +189,20 @@ class LeakedTransactionError(CatalogError):
 
 
 def install_idle_checkout_guard(engine: Engine) -> None:
-    """Fail any checkout of a Postgres connection that is not idle (seed bug 5).
+    """Fail any checkout of a connection that is not idle (seed bug 5).
 
     A connection that went back to the pool inside a transaction (raw DBAPI use, SQL run in a
     pool event) is a leak. With psycopg 3 it used to surface as ``can't change 'autocommit'
     now: connection in transaction status INTRANS`` from the pre-ping, in whatever code
-    checked the connection out next, and "fixing" that by disabling pre-ping only hides it.
-    The guard turns it into a :class:`LeakedTransactionError` at checkout, for fresh
-    connections (a ``checkout`` listener) and pinged ones (a ``handle_error`` listener on the
-    pre-ping). The pool discards the failed connection, so only that checkout fails.
-    No-op on other databases; installing it twice is harmless.
+    checked the connection out next, and "fixing" that by disabling pre-ping only hides it;
+    on SQLite a leaked write transaction holds the database lock until every other writer
+    times out. The guard turns it into a :class:`LeakedTransactionError` at checkout, for
+    fresh connections (a ``checkout`` listener) and pinged ones (a ``handle_error`` listener
+    on the pre-ping). The pool discards the failed connection, so only that checkout fails.
+
+    Every catalog engine has it (:func:`create_catalog_engine`); installing it twice is
+    harmless. :func:`install_global_idle_checkout_guard` puts it on every pool of the process.
     """
-    if not is_postgres(engine):
-        return
     if not event.contains(engine, "checkout", _assert_idle_on_checkout):
         event.listen(engine, "checkout", _assert_idle_on_checkout)
     if not event.contains(engine, "handle_error", _explain_intrans_pre_ping):
@@ -210,16 +216,34 @@ def _leak_error(status_name: str) -> LeakedTransactionError:
     )
 
 
-def _assert_idle_on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+def open_transaction_state(dbapi_conn: Any) -> str | None:
+    """The state of the transaction ``dbapi_conn`` is in, ``None`` when it is idle.
+
+    Known for psycopg 3 (``INTRANS``, ``INERROR``, ``ACTIVE``, ``UNKNOWN``) and sqlite3
+    (``INTRANS``); ``None`` for drivers that cannot tell.
+    """
+    if isinstance(dbapi_conn, sqlite3.Connection):
+        return "INTRANS" if dbapi_conn.in_transaction else None
+    status = getattr(getattr(dbapi_conn, "info", None), "transaction_status", None)
+    if status is None or type(dbapi_conn).__module__.split(".")[0] != "psycopg":
+        return None
     import psycopg
 
-    status = dbapi_conn.info.transaction_status
-    if status != psycopg.pq.TransactionStatus.IDLE:
-        raise _leak_error(psycopg.pq.TransactionStatus(status).name)
+    status = psycopg.pq.TransactionStatus(status)
+    return None if status == psycopg.pq.TransactionStatus.IDLE else status.name
+
+
+def _assert_idle_on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    state = open_transaction_state(dbapi_conn)
+    if state is not None:
+        raise _leak_error(state)
 
 
 def _explain_intrans_pre_ping(context: sa.engine.ExceptionContext) -> None:
-    import psycopg
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return
 
     original = context.original_exception
     if (
@@ -229,6 +253,32 @@ def _explain_intrans_pre_ping(context: sa.engine.ExceptionContext) -> None:
     ):
         status = str(original).rsplit(" ", 1)[-1]
         raise _leak_error(status)
+
+
+def install_global_idle_checkout_guard() -> None:
+    """The idle-checkout guard on every pool and engine of this process, present and future
+    (not only the catalog's): the test suite runs with it, so a leak anywhere fails loudly."""
+    for target, identifier, listener in _global_guard():
+        if not event.contains(target, identifier, listener):
+            event.listen(target, identifier, listener)
+
+
+def remove_global_idle_checkout_guard() -> None:
+    """Undo :func:`install_global_idle_checkout_guard` (the per-engine guards stay)."""
+    for target, identifier, listener in _global_guard():
+        if event.contains(target, identifier, listener):
+            event.remove(target, identifier, listener)
+
+
+def global_idle_checkout_guard_installed() -> bool:
+    return all(event.contains(*entry) for entry in _global_guard())
+
+
+def _global_guard() -> tuple[tuple[Any, str, Any], ...]:
+    return (
+        (Pool, "checkout", _assert_idle_on_checkout),
+        (Engine, "handle_error", _explain_intrans_pre_ping),
+    )
 
 
 def migrate(engine: Engine) -> None:

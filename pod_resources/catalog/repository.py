@@ -520,7 +520,8 @@ class Catalog:
         ``expected=None`` accepts any status the move is allowed from. A move the lifecycle
         forbids raises :class:`InvalidTransitionError`. ``processing`` records ``run_id`` as
         the owning run and clears the last error; ``error`` records ``error`` and ``step``.
-        The change and a history row are written in one transaction.
+        The change and a history row are written in one transaction; the row names
+        ``run_id`` or, without one, the owning run ``only_if_run_id``.
 
         A move to ``processing`` raises :class:`RawMediaPurgedError` (and writes nothing)
         while the episode's raw media is marked purged: the row lock this takes orders it
@@ -600,7 +601,7 @@ class Catalog:
                     from_status=status.value,
                     to_status=new.value,
                     at=when,
-                    run_id=run_id,
+                    run_id=run_id if run_id is not None else only_if_run_id,
                     message=error,
                 )
             )

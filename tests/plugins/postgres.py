@@ -11,6 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -23,6 +24,7 @@ POSTGRES_HOST = "127.0.0.1"
 POSTGRES_PORT = 5432
 POSTGRES_USER = "postgres"
 TEST_DATABASE_PREFIX = "pod_test_"
+TEST_ROLE_PREFIX = "pod_app_"
 
 
 def _admin_conninfo() -> str:
@@ -89,6 +91,54 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@dataclass(frozen=True)
+class AppDatabase:
+    """A database owned by its own LOGIN role, which the app connects as (no superuser)."""
+
+    url: str
+    """SQLAlchemy URL connecting as ``role``."""
+    database: str
+    role: str
+
+    def conninfo(self, *, as_owner: bool = True) -> str:
+        """libpq conninfo for this database, as ``role`` or as the superuser."""
+        user = self.role if as_owner else POSTGRES_USER
+        return f"host={POSTGRES_HOST} port={POSTGRES_PORT} user={user} dbname={self.database}"
+
+    def url_with_password(self, password: str) -> str:
+        """``url`` carrying ``password`` (trust auth accepts any)."""
+        return self.url.replace(f"//{self.role}@", f"//{self.role}:{password}@", 1)
+
+
+@pytest.fixture
+def app_database(postgres_server_url: str) -> Iterator[AppDatabase]:
+    """A fresh database and a fresh role that owns it, both dropped afterwards.
+
+    As in production, the catalog connects as an ordinary role, so per-role settings
+    (``ALTER ROLE … SET``) apply to its sessions only.
+    """
+    suffix = uuid.uuid4().hex[:8]
+    role, name = f"{TEST_ROLE_PREFIX}{suffix}", f"{TEST_DATABASE_PREFIX}{suffix}"
+    with _admin_connection() as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(role)
+            )
+        )
+    url = f"postgresql+psycopg://{role}@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
+    try:
+        yield AppDatabase(url=url, database=name, role=role)
+    finally:
+        dispose_engines(url)
+        terminate_backends(database=name)
+        with _admin_connection() as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
 @pytest.fixture(
