@@ -9,7 +9,8 @@ import dagster as dg
 from pod_assets import layout
 from pod_assets.partitions import episode_partitions
 from pod_assets.status import TRANSIENT_RETRY_POLICY, EpisodeInputError, episode_step
-from pod_audio.io import probe
+from pod_audio.io import iter_blocks, probe
+from pod_audio.silence import check_audible, measure_activity
 from pod_resources.catalog import CatalogResource, Episode
 from pod_resources.storage import ObjectStore
 
@@ -64,8 +65,12 @@ def raw_audio(
     """The original upload, moved to ``episodes/<ep>/raw.<ext>`` and probed.
 
     Validates that it holds a decodable audio stream with a duration above zero and below
-    the configured maximum. Bad input fails with a message naming the problem, the episode
-    becomes ``error``, and the bytes stay in the store.
+    the configured maximum, and that something in it can be heard: digital silence and
+    steady noise with nothing standing out fail here, before any speech recognition or
+    cleaning is spent on them. A WAV header announcing less than the file holds is
+    repaired (all the audio is used; the note is in the metadata). Bad input fails with a
+    message naming the problem, the episode becomes ``error``, and the bytes stay in the
+    store.
     """
     cat = catalog.get_catalog()
     with episode_step(context, cat, step="raw_audio") as step:
@@ -76,10 +81,15 @@ def raw_audio(
             local = Path(scratch) / Path(raw_key).name
             stored = store.read_to_path(raw_key, local)
             info = probe(local)
-        if info.duration_s > config.max_duration_s:
-            raise EpisodeInputError(
-                f"audio is {info.duration_s / 3600:.1f} h long; the limit is "
-                f"{config.max_duration_s / 3600:.1f} h (raw_audio config max_duration_s)"
+            if info.duration_s > config.max_duration_s:
+                raise EpisodeInputError(
+                    f"audio is {info.duration_s / 3600:.1f} h long; the limit is "
+                    f"{config.max_duration_s / 3600:.1f} h (raw_audio config max_duration_s)"
+                )
+            # Before any speech recognition or cleaning is spent on it: is there anything
+            # to hear? Silence and steady noise fail here, with the bytes kept.
+            activity = measure_activity(
+                iter_blocks(local, sample_rate=info.sample_rate), sample_rate=info.sample_rate
             )
         cat.record_metrics(
             step.episode_id,
@@ -88,8 +98,12 @@ def raw_audio(
                 "sample_rate": info.sample_rate,
                 "channels": info.channels,
                 "raw_bytes": stored.size,
+                "peak_dbfs": round(max(activity.peak_dbfs, -200.0), 1),
             },
         )
+        check_audible(activity)
+        for note in info.notes:
+            context.log.warning(f"{step.episode_id}: {note}")
         return dg.MaterializeResult(
             metadata={
                 "duration_s": dg.MetadataValue.float(round(info.duration_s, 3)),
@@ -98,6 +112,9 @@ def raw_audio(
                 "codec": dg.MetadataValue.text(info.codec),
                 "container": dg.MetadataValue.text(info.container),
                 "bytes": dg.MetadataValue.int(stored.size),
+                "peak_dbfs": dg.MetadataValue.float(round(max(activity.peak_dbfs, -200.0), 1)),
+                "standing_out_s": dg.MetadataValue.float(round(activity.standing_out_s, 2)),
+                "notes": dg.MetadataValue.text("; ".join(info.notes) or "none"),
                 "source_name": dg.MetadataValue.text(layout.printable(step.episode.source_name)),
                 "uri": dg.MetadataValue.url(store.uri(raw_key)),
             }

@@ -99,7 +99,7 @@ def transcript(
         return dg.MaterializeResult(
             metadata={
                 "words": dg.MetadataValue.int(len(result.words)),
-                "speech_s": dg.MetadataValue.float(round(result.speech_s, 2)),
+                "speech_s": dg.MetadataValue.float(float(round(result.speech_s, 2))),
                 "fillers": dg.MetadataValue.int(result.filler_count),
                 "engine": dg.MetadataValue.text(f"{result.engine} {result.engine_version}"),
                 "preview": dg.MetadataValue.md(transcript_preview(result)),

@@ -37,6 +37,10 @@ class SilentAudioError(AudioInputError):
     """The audio holds no signal at all (digital silence)."""
 
 
+class NoiseOnlyError(AudioInputError):
+    """The audio is steady broadband noise throughout: no speech or other sound stands out."""
+
+
 class AudioTooLongError(AudioInputError):
     """The audio is longer than the configured maximum."""
 

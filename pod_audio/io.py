@@ -61,6 +61,10 @@ packets in a long file plays as a short glitch, as it does in any player."""
 _ESTIMATED_DURATION_FORMATS = frozenset({"aac", "ac3", "eac3", "dts", "mp2", "adts"})
 """Raw elementary-stream formats whose duration FFmpeg can only estimate from the bit rate."""
 
+MIN_SAMPLE_RATE_HZ = 4000
+MAX_SAMPLE_RATE_HZ = 768000
+"""Sample rates outside these bounds come from a damaged header, not from a recording."""
+
 _MP3_SAMPLE_RATES_HZ = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
 
 # Decoder names that differ from the codec's usual name.
@@ -86,6 +90,8 @@ class AudioInfo:
         container: FFmpeg's name of the container format, e.g. ``"mp3"``, ``"wav"``,
             ``"mov,mp4,m4a,3gp,3g2,mj2"``.
         bit_rate: bits per second of the audio stream (or the whole file), if known.
+        notes: what was repaired on the way, for the producer (a WAV header announcing
+            less audio than the file holds).
     """
 
     duration_s: float
@@ -94,6 +100,7 @@ class AudioInfo:
     codec: str
     container: str
     bit_rate: int | None
+    notes: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- opening
@@ -111,13 +118,24 @@ def _open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
     size_bytes = file_path.stat().st_size  # FileNotFoundError for a missing path
     if size_bytes == 0:
         raise EmptyFileError("file is empty")
+    options: dict[str, str] = {}
+    layout = _wav_layout(file_path) if _is_wav(file_path) else None
+    if layout is not None and layout.header_too_short:
+        # The audio goes on past what the header announces: decode all of it, as a
+        # player that trusts the file's length does (FFmpeg's wav ``ignore_length``).
+        options["ignore_length"] = "1"
     try:
-        return av.open(str(file_path), mode="r")
+        return av.open(str(file_path), mode="r", options=options)
     except av.error.FileNotFoundError:
         raise FileNotFoundError(str(file_path)) from None
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         with file_path.open("rb") as fh:
             kind = _sniff_container(fh.read(16))
+        if kind == "WAV" and layout is not None and not (layout.sample_rate and layout.block_align):
+            raise CorruptAudioError(
+                "the WAV header is damaged: it gives a sample rate of "
+                f"{layout.sample_rate} Hz and {layout.block_align} bytes per sample frame"
+            ) from exc
         if kind is not None:
             raise CorruptAudioError(
                 f"the file looks like {kind} but cannot be read; it is probably truncated "
@@ -126,6 +144,11 @@ def _open_input(path: str | os.PathLike[str]) -> av.container.InputContainer:
         raise UnsupportedFormatError(
             f"not an audio or video file we can read ({_describe_av_error(exc)})"
         ) from exc
+
+
+def _is_wav(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return _sniff_container(fh.read(16)) == "WAV"
 
 
 def _sniff_container(head: bytes) -> str | None:
@@ -147,13 +170,46 @@ def _sniff_container(head: bytes) -> str | None:
     return None
 
 
-def _wav_header_duration_s(path: Path) -> float | None:
-    """Duration the RIFF header of a WAV file announces (data chunk size), in seconds.
+@dataclass(frozen=True)
+class _WavLayout:
+    """Where a WAV's ``fmt `` and ``data`` chunks say the audio is."""
 
-    FFmpeg clamps a WAV's duration to the bytes present, which hides a header that
-    announces more audio than the file holds; this reads the header itself. ``None`` for
-    streaming WAVs (size 0 or 0xFFFFFFFF), RF64, or a header it cannot follow.
-    """
+    sample_rate: int
+    block_align: int
+    data_offset: int
+    data_size: int | None
+    """Bytes the data chunk announces; ``None`` for a streaming WAV (size 0 or 0xFFFFFFFF)."""
+    file_size: int
+    tail_is_chunks: bool
+    """Whether the bytes after the announced data parse as RIFF chunks (``LIST``, ``id3 ``…)."""
+
+    @property
+    def header_duration_s(self) -> float | None:
+        if self.data_size is None or not self.block_align or not self.sample_rate:
+            return None
+        return self.data_size / self.block_align / self.sample_rate
+
+    @property
+    def file_duration_s(self) -> float | None:
+        """Duration of everything from the data chunk's start to the end of the file."""
+        if not self.block_align or not self.sample_rate:
+            return None
+        return (self.file_size - self.data_offset) // self.block_align / self.sample_rate
+
+    @property
+    def header_too_short(self) -> bool:
+        """The data chunk announces less than the file holds, and what follows is not
+        another chunk: a header that was never updated after the recording grew."""
+        if self.data_size is None or self.tail_is_chunks or not self.block_align:
+            return False
+        unannounced = self.file_size - self.data_offset - self.data_size
+        return unannounced >= max(self.block_align, self.sample_rate * self.block_align // 10)
+
+
+def _wav_layout(path: Path) -> _WavLayout | None:
+    """Read a WAV's RIFF chunks up to the data chunk; ``None`` for RF64 or a header it
+    cannot follow."""
+    file_size = path.stat().st_size
     with path.open("rb") as fh:
         head = fh.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
@@ -171,12 +227,51 @@ def _wav_header_duration_s(path: Path) -> float | None:
                 sample_rate = int.from_bytes(fmt[4:8], "little")
                 block_align = int.from_bytes(fmt[12:14], "little")
             elif chunk_id == b"data":
-                if size in (0, 0xFFFFFFFF) or not block_align or not sample_rate:
-                    return None
-                return size / block_align / sample_rate
+                offset = fh.tell()
+                if size in (0, 0xFFFFFFFF):
+                    return _WavLayout(sample_rate, block_align, offset, None, file_size, True)
+                end = offset + size + (size & 1)
+                return _WavLayout(
+                    sample_rate, block_align, offset, size, file_size,
+                    tail_is_chunks=end >= file_size or _are_chunks(fh, end, file_size),
+                )
             else:
                 fh.seek(size + (size & 1), os.SEEK_CUR)
     return None
+
+
+def _are_chunks(fh, start: int, file_size: int) -> bool:
+    """Whether ``[start, file_size)`` is a sequence of RIFF chunks with printable ids."""
+    pos = start
+    for _ in range(64):
+        if pos >= file_size - 1:  # at most one pad byte left
+            return True
+        fh.seek(pos)
+        chunk = fh.read(8)
+        if len(chunk) < 8 or not all(0x20 <= byte < 0x7F for byte in chunk[:4]):
+            return False
+        size = int.from_bytes(chunk[4:], "little")
+        pos += 8 + size + (size & 1)
+        if pos > file_size + 1:
+            return False
+    return False
+
+
+def _wav_header_duration_s(path: Path) -> float | None:
+    """Duration the RIFF header of a WAV file announces (data chunk size), in seconds.
+
+    FFmpeg clamps a WAV's duration to the bytes present, which hides a header that
+    announces more audio than the file holds; this reads the header itself. ``None`` for
+    streaming WAVs (size 0 or 0xFFFFFFFF), RF64, or a header it cannot follow. For a header
+    that announces *less* than the file holds (see :attr:`_WavLayout.header_too_short`) the
+    whole file is decoded, so that is the duration announced.
+    """
+    layout = _wav_layout(path)
+    if layout is None:
+        return None
+    if layout.header_too_short:
+        return layout.file_duration_s
+    return layout.header_duration_s
 
 
 def _duration_is_estimate(container: av.container.InputContainer, path: Path) -> bool:
@@ -275,12 +370,20 @@ def probe(path: str | os.PathLike[str], *, decode_check: bool = True) -> AudioIn
         TruncatedAudioError: decoding stops well before the duration the container
             announces (a cut-off download, a WAV whose header lies).
     """
+    notes: list[str] = []
     with _open_input(path) as container:
         stream = _audio_stream(container)
         ctx = stream.codec_context
+        _check_sample_rate(int(ctx.sample_rate or 0))
         announced_s = _announced_duration_s(container, stream)
         if container.format.name == "wav":
+            wav = _wav_layout(Path(path))
             announced_s = _wav_header_duration_s(Path(path)) or announced_s
+            if wav is not None and wav.header_too_short:
+                notes.append(
+                    f"the WAV header announces {wav.header_duration_s:.1f} s, but the file "
+                    f"holds {wav.file_duration_s:.1f} s of audio: all of it is used"
+                )
         # Where FFmpeg only guessed the duration from the bit rate, a shorter decode is no
         # sign of truncation.
         trusted_s = None if _duration_is_estimate(container, Path(path)) else announced_s
@@ -300,6 +403,7 @@ def probe(path: str | os.PathLike[str], *, decode_check: bool = True) -> AudioIn
 
     if sample_rate <= 0 or channels <= 0:
         raise CorruptAudioError("the audio stream has no sample rate or channel count")
+    _check_sample_rate(sample_rate)
     if duration_s <= 0:
         raise CorruptAudioError("no audio samples")
     return AudioInfo(
@@ -309,7 +413,17 @@ def probe(path: str | os.PathLike[str], *, decode_check: bool = True) -> AudioIn
         codec=codec,
         container=container_name,
         bit_rate=bit_rate,
+        notes=tuple(notes),
     )
+
+
+def _check_sample_rate(sample_rate: int) -> None:
+    """A zero rate is checked by the caller (FFmpeg may learn it from the first frame)."""
+    if sample_rate and not MIN_SAMPLE_RATE_HZ <= sample_rate <= MAX_SAMPLE_RATE_HZ:
+        raise CorruptAudioError(
+            f"the file's header gives a sample rate of {sample_rate} Hz, which no recording "
+            f"has ({MIN_SAMPLE_RATE_HZ}-{MAX_SAMPLE_RATE_HZ} Hz); the header is damaged"
+        )
 
 
 def _decode_duration(

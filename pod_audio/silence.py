@@ -21,13 +21,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from pod_audio import io as audio_io
+from pod_audio.errors import NoiseOnlyError, SilentAudioError
 
 __all__ = [
+    "ActivityReport",
     "Interval",
     "SilenceReport",
+    "check_audible",
     "detect_silences",
     "detect_silences_in_file",
     "frame_levels_dbfs",
+    "measure_activity",
+    "measure_activity_in_file",
 ]
 
 MIN_THRESHOLD_DBFS = -70.0
@@ -284,3 +289,165 @@ def detect_silences_in_file(
         min_threshold_dbfs=min_threshold_dbfs,
         max_threshold_dbfs=max_threshold_dbfs,
     )
+
+
+# --------------------------------------------------------------------------- activity
+
+AUDIBLE_DBFS = MIN_THRESHOLD_DBFS
+"""A recording whose loudest 10 ms stays below this RMS level is silent for every purpose
+here (digital silence, dither, an unplugged input)."""
+STANDS_OUT_DB = 12.0
+"""A frame stands out when it is this far above the noise floor (as for silences)."""
+MIN_STANDING_OUT_S = 1.0
+"""Less than this much audio standing out from the floor means nothing does."""
+NOISE_FLATNESS = 0.5
+"""Spectral flatness (0 for a pure tone, 1 for white noise) above which a signal that never
+rises above its own floor counts as noise. Measured on the long-term spectrum in the band
+of :data:`_FLATNESS_BAND_HZ`."""
+_FLATNESS_BAND_HZ = (100.0, 7000.0)
+_SPECTRUM_EVERY_S = 0.5
+"""One spectrum window per this many seconds of audio: enough for a long-term average."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityReport:
+    """Whether anything can be heard in a recording, from the levels of its 10 ms frames.
+
+    Attributes:
+        duration_s: seconds analysed.
+        peak_dbfs: RMS level of the loudest frame (``-inf`` for digital silence).
+        noise_floor_dbfs: the 10th percentile of the frame levels.
+        standing_out_s: seconds of frames at least :data:`STANDS_OUT_DB` above the floor.
+        spread_db: the 99th percentile of the frame levels minus the floor: near 0 for a
+            steady signal, tens of dB for speech with pauses.
+        flatness: spectral flatness of the long-term spectrum, 0 (one tone) .. 1 (white
+            noise); ``nan`` when the audio is too short or silent to tell.
+    """
+
+    duration_s: float
+    peak_dbfs: float
+    noise_floor_dbfs: float
+    standing_out_s: float
+    spread_db: float
+    flatness: float
+
+    @property
+    def silent(self) -> bool:
+        return self.peak_dbfs < AUDIBLE_DBFS
+
+    @property
+    def noise_only(self) -> bool:
+        """Steady broadband noise throughout: nothing stands out, and the spectrum is flat."""
+        return (
+            not self.silent
+            and self.standing_out_s < MIN_STANDING_OUT_S
+            and bool(self.flatness > NOISE_FLATNESS)
+        )
+
+
+class _LongTermSpectrum:
+    """Average power spectrum of the mono mix, from one Hann window every
+    :data:`_SPECTRUM_EVERY_S` seconds (so a long file costs a few FFTs per second of audio)."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self.size = 1 << max(8, int(math.ceil(math.log2(sample_rate / 20.0))))  # ~20 Hz bins
+        self.every = max(self.size, int(sample_rate * _SPECTRUM_EVERY_S))
+        self.window = np.hanning(self.size).astype(np.float32)
+        self.power = np.zeros(self.size // 2 + 1)
+        self.count = 0
+        self._next = 0  # sample index (in the stream) of the next window
+        self._seen = 0
+
+    def add(self, block: np.ndarray) -> None:
+        n = block.shape[0]
+        while self._next + self.size <= self._seen + n:
+            start = self._next - self._seen
+            if start < 0:  # a window straddling two blocks: skip to this block
+                self._next = self._seen
+                continue
+            segment = block[start : start + self.size]
+            mono = segment.mean(axis=1) if segment.ndim == 2 else segment
+            spectrum = np.fft.rfft(mono * self.window)
+            self.power += spectrum.real**2 + spectrum.imag**2
+            self.count += 1
+            self._next += self.every
+        self._seen += n
+
+    def flatness(self) -> float:
+        if not self.count:
+            return math.nan
+        freqs = np.fft.rfftfreq(self.size, 1.0 / self.sample_rate)
+        low, high = _FLATNESS_BAND_HZ
+        band = self.power[(freqs >= low) & (freqs <= min(high, 0.45 * self.sample_rate))]
+        if band.size == 0 or not np.all(band > 0):
+            return math.nan
+        return float(np.exp(np.mean(np.log(band))) / np.mean(band))
+
+
+def measure_activity(
+    blocks: Iterable[np.ndarray], *, sample_rate: int, frame_ms: float = 10.0
+) -> ActivityReport:
+    """Levels and spectrum of audio given as a stream of blocks; see :class:`ActivityReport`.
+
+    Streams like :func:`detect_silences`: one float per frame and one spectrum are kept.
+    """
+    spectrum = _LongTermSpectrum(sample_rate)
+
+    def tapped() -> Iterator[np.ndarray]:
+        for block in blocks:
+            spectrum.add(np.asarray(block))
+            yield block
+
+    power, total_frames = _frame_mean_square(tapped(), _frame_len(sample_rate, frame_ms))
+    if power.size == 0:
+        return ActivityReport(0.0, -math.inf, -math.inf, 0.0, 0.0, math.nan)
+    floor_power, top_power = np.percentile(power, [10.0, 99.0])
+    floor_dbfs = float(_to_dbfs(float(floor_power)))
+    standing_out = power >= floor_power * 10.0 ** (STANDS_OUT_DB / 10.0)
+    if floor_power <= 0.0:  # a floor of digital silence: anything audible stands out
+        standing_out = _to_dbfs(power) >= AUDIBLE_DBFS
+    return ActivityReport(
+        duration_s=total_frames / sample_rate,
+        peak_dbfs=float(_to_dbfs(float(power.max()))),
+        noise_floor_dbfs=floor_dbfs,
+        standing_out_s=float(np.count_nonzero(standing_out)) * frame_ms / 1000.0,
+        spread_db=float(_to_dbfs(float(top_power)) - floor_dbfs) if floor_power > 0 else math.inf,
+        flatness=spectrum.flatness(),
+    )
+
+
+def measure_activity_in_file(path: str | os.PathLike[str]) -> ActivityReport:
+    """:func:`measure_activity` on a file, decoded block by block at its own rate.
+
+    Raises:
+        The input errors of :func:`pod_audio.io.iter_blocks`.
+    """
+    info = audio_io.probe(path, decode_check=False)
+    return measure_activity(
+        audio_io.iter_blocks(path, sample_rate=info.sample_rate), sample_rate=info.sample_rate
+    )
+
+
+def check_audible(report: ActivityReport) -> None:
+    """Raise if there is nothing in the recording to transcribe, clean or master.
+
+    Raises:
+        SilentAudioError: nothing reaches :data:`AUDIBLE_DBFS` (digital silence).
+        NoiseOnlyError: steady broadband noise throughout (hiss, white noise, a dead
+            channel's static): no speech or other sound stands out from it.
+    """
+    if report.silent:
+        loudest = "no sound at all" if report.peak_dbfs == -math.inf else (
+            f"its loudest moment is at {report.peak_dbfs:.0f} dBFS"
+        )
+        raise SilentAudioError(
+            f"the audio is silent ({loudest} in {report.duration_s:.1f} s); "
+            "was the microphone muted or the wrong track exported?"
+        )
+    if report.noise_only:
+        raise NoiseOnlyError(
+            f"the audio is only steady noise at {report.noise_floor_dbfs:.0f} dBFS for "
+            f"{report.duration_s / 60:.1f} min: no speech or other sound stands out from it "
+            "(a dead or unplugged input, or the wrong file?)"
+        )

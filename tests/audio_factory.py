@@ -4,7 +4,12 @@ Signals are ``float32`` arrays of shape ``(frames, channels)`` in ``[-1, 1]``; e
 generator is deterministic for a given ``seed``:
 
 - :func:`tone`, :func:`noise`, :func:`silence`, :func:`speech_like` (band-limited noise,
-  amplitude-modulated at syllable rate, with pauses), :func:`concat`.
+  amplitude-modulated at syllable rate, with pauses), :func:`concat`;
+- :func:`read_audio`: a real recording (say :func:`jfk_path`) decoded, resampled and
+  remixed, to make a phone call or a multichannel studio file from real speech;
+  :func:`spread_channels`: one signal on ``n`` channels at different gains;
+- :func:`long_blocks`: hours of audio as a stream of blocks (steady noise at a level, with
+  signals placed at given times), for files no test should hold in memory.
 
 Files are written with PyAV (the FFmpeg libraries in its wheel), no external binary:
 
@@ -14,7 +19,8 @@ Files are written with PyAV (the FFmpeg libraries in its wheel), no external bin
 - :func:`write_video`: an MP4/MKV video with or without an audio track;
 - broken inputs: :func:`write_zero_byte`, :func:`write_text_as_audio`,
   :func:`write_truncated` (cut-off copy of a file), :func:`write_corrupted` (payload
-  overwritten), :func:`write_lying_wav` (header announces more than the file holds).
+  overwritten), :func:`write_lying_wav` (header announces more or less than the file
+  holds, or another sample rate).
 
 :func:`ffmpeg_ebur128` runs the system ``ffmpeg`` (Debian package) as an independent
 loudness/true-peak reference; check :func:`has_ffmpeg` first. :func:`jfk_path` is the
@@ -51,6 +57,9 @@ __all__ = [
     "speech_like",
     "tone",
     "concat",
+    "long_blocks",
+    "read_audio",
+    "spread_channels",
     "write_audio",
     "write_lying_wav",
     "write_text_as_audio",
@@ -187,6 +196,59 @@ def speech_like(
 def concat(*parts: np.ndarray) -> np.ndarray:
     """Join signals of equal channel count end to end."""
     return np.concatenate(parts, axis=0).astype(np.float32)
+
+
+def read_audio(
+    path: str | os.PathLike[str], *, sample_rate: int, channels: int = 1
+) -> np.ndarray:
+    """Decode a file to float32 ``(frames, channels)``, resampled and up/downmixed by FFmpeg."""
+    parts: list[np.ndarray] = []
+    with av.open(str(path)) as container:
+        resampler = av.AudioResampler(format="flt", layout=_layout(channels), rate=sample_rate)
+        for frame in container.decode(audio=0):
+            for out in resampler.resample(frame):
+                parts.append(out.to_ndarray().reshape(-1, channels))
+        for out in resampler.resample(None):
+            parts.append(out.to_ndarray().reshape(-1, channels))
+    return np.concatenate(parts).astype(np.float32)
+
+
+def spread_channels(signal: np.ndarray, gains_db: Iterable[float]) -> np.ndarray:
+    """Mono ``signal`` on one channel per gain (dB), e.g. six microphones at their levels."""
+    mono = signal[:, 0] if signal.ndim == 2 else signal
+    gains = 10.0 ** (np.asarray(list(gains_db), dtype=np.float64) / 20.0)
+    return (mono[:, np.newaxis] * gains[np.newaxis, :]).astype(np.float32)
+
+
+def long_blocks(
+    *,
+    duration_s: float,
+    sample_rate: int,
+    level_dbfs: float,
+    inserts: dict[float, np.ndarray] | None = None,
+    block_s: float = 60.0,
+    seed: int = 0,
+) -> Iterable[np.ndarray]:
+    """Mono white noise at RMS ``level_dbfs`` for ``duration_s``, with each signal of
+    ``inserts`` (``{start_s: mono signal}``, at ``sample_rate``) added at its time; yields
+    blocks of ``block_s`` so hours of audio never sit in memory.
+
+    At -20 dBFS this is 30 minutes of white noise; at -80 dBFS with speech inserted, a long
+    recording that is mostly room tone.
+    """
+    rng = np.random.default_rng(seed)
+    total = _frames(duration_s, sample_rate)
+    step = max(1, _frames(block_s, sample_rate))
+    amplitude = 10 ** (level_dbfs / 20)
+    placed = sorted((_frames(t, sample_rate), np.asarray(sig).reshape(-1)) for t, sig in (inserts or {}).items())
+    for start in range(0, total, step):
+        end = min(total, start + step)
+        block = rng.standard_normal(end - start).astype(np.float32) * np.float32(amplitude)
+        for at, sig in placed:
+            lo, hi = max(start, at), min(end, at + len(sig))
+            if lo < hi:
+                block[lo - start : hi - start] += sig[lo - at : hi - at]
+        yield np.clip(block, -1.0, 1.0)[:, np.newaxis]
 
 
 # --------------------------------------------------------------------------- writing
@@ -374,19 +436,28 @@ def write_lying_wav(
     signal: np.ndarray,
     *,
     sample_rate: int,
-    claimed_duration_s: float,
+    claimed_duration_s: float | None = None,
+    claimed_sample_rate: int | None = None,
 ) -> Path:
-    """A 16-bit PCM WAV whose RIFF and data sizes announce ``claimed_duration_s`` while the
-    file holds only ``signal`` (a header written before a recording was cut short)."""
+    """A 16-bit PCM WAV whose header lies about ``signal``.
+
+    ``claimed_duration_s``: the RIFF and data sizes announce this duration while the file
+    holds ``signal`` (longer: a header written before a recording was cut short; shorter: a
+    header never updated after the recording grew). ``claimed_sample_rate``: the ``fmt ``
+    chunk gives this rate (and the matching byte rate) for samples taken at ``sample_rate``.
+    """
     if signal.ndim == 1:
         signal = signal[:, np.newaxis]
     channels = signal.shape[1]
     pcm = np.clip(np.round(signal * 32768), -32768, 32767).astype("<i2").tobytes()
     block_align = 2 * channels
-    claimed_bytes = int(claimed_duration_s * sample_rate) * block_align
+    rate = sample_rate if claimed_sample_rate is None else claimed_sample_rate
+    claimed_bytes = (
+        len(pcm) if claimed_duration_s is None else int(claimed_duration_s * sample_rate) * block_align
+    )
     header = b"RIFF" + struct.pack("<I", 36 + claimed_bytes) + b"WAVE"
     header += b"fmt " + struct.pack(
-        "<IHHIIHH", 16, 1, channels, sample_rate, sample_rate * block_align, block_align, 16
+        "<IHHIIHH", 16, 1, channels, rate, rate * block_align, block_align, 16
     )
     header += b"data" + struct.pack("<I", claimed_bytes)
     path = Path(path)
