@@ -21,7 +21,7 @@ import dagster as dg
 from pod_assets.partitions import episode_partitions
 from pod_assets.status import EPISODE_STEPS, mark_run_failed
 from pod_pipeline.definitions import build_definitions
-from pod_pipeline.settings import Settings
+from pod_pipeline.settings import Settings, load_settings
 
 RUN_KEY_TAG = "dagster/run_key"
 PARTITION_TAG = "dagster/partition"
@@ -98,6 +98,18 @@ def run_episode(
         )
 
 
+def _environment_settings(settings: Settings | None) -> Settings:
+    """The settings of this process's environment, which every run rebuilds its definitions
+    from (in a step process too); other settings would split a run across two setups."""
+    current = load_settings()
+    if settings is not None and settings != current:
+        raise ValueError(
+            "runs take their settings from the environment (POD_* variables); "
+            "the settings given differ from it"
+        )
+    return current
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -145,14 +157,18 @@ def _record(outcome: RunOutcome, catalog, run: EpisodeRun) -> None:
 
 
 def run_once(
-    settings: Settings, *, instance: dg.DagsterInstance | None = None, log_level: str = "WARNING"
+    settings: Settings | None = None,
+    *,
+    instance: dg.DagsterInstance | None = None,
+    log_level: str = "WARNING",
 ) -> RunOutcome:
     """One upload-sensor tick, then every run it requested.
 
     Run keys are honoured as the daemon honours them: an upload whose run already exists
-    in the instance is not run again.
+    in the instance is not run again. Settings come from the environment; ``settings``, if
+    given, must be those.
     """
-    defs = build_definitions(settings)
+    defs = build_definitions(_environment_settings(settings))
     instance = instance or dg.DagsterInstance.get()
     sensor = defs.resolve_sensor_def("upload_sensor")
     catalog = defs.resources["catalog"].get_catalog()
@@ -179,7 +195,7 @@ def run_once(
 
 
 def rerun_episodes(
-    settings: Settings,
+    settings: Settings | None,
     episode_ids: Sequence[str],
     *,
     steps: Sequence[str] | None = None,
@@ -187,7 +203,7 @@ def rerun_episodes(
     log_level: str = "WARNING",
 ) -> RunOutcome:
     """Run known episodes again (all steps or ``steps``), as a re-execution from the UI would."""
-    defs = build_definitions(settings)
+    defs = build_definitions(_environment_settings(settings))
     instance = instance or dg.DagsterInstance.get()
     catalog = defs.resources["catalog"].get_catalog()
     _validate_steps(steps)

@@ -87,3 +87,11 @@ def test_executor_follows_pod_executor(tmp_path, name):
 def test_unknown_executor_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="in_process, multiprocess"):
         load_settings({"POD_EXECUTOR": "threads"})
+
+
+def test_runner_refuses_settings_other_than_the_environment(tmp_path, monkeypatch):
+    from pod_pipeline.runner import run_once
+
+    monkeypatch.setenv("POD_HOME", str(tmp_path / "a"))
+    with pytest.raises(ValueError, match="from the environment"):
+        run_once(load_settings({"POD_HOME": str(tmp_path / "b")}))

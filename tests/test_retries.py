@@ -1,16 +1,20 @@
 """Transient errors are retried with exponential backoff and jitter; permanent ones are not.
 
-A transient fault is injected into a real run (an ASR engine that times out once); the
-step is retried by its ``RetryPolicy`` and the episode ends ``processed`` without ever
+Transient faults are injected into real runs (an ASR engine that times out once; a GCS
+outage, 503s or dropped connections, longer than the storage client's own retry deadline);
+the step is retried by its ``RetryPolicy`` and the episode ends ``processed`` without ever
 showing ``error``. A permanent fault (a missing input, bad audio) fails once, is never
 retried, and is reported once in the catalog.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from pod_assets import defs as asset_defs
 from pod_assets import layout
@@ -20,8 +24,10 @@ from pod_assets.raw_audio import raw_audio
 from pod_assets.status import EPISODE_STEPS, TRANSIENT_RETRY_POLICY
 from pod_assets.transcript import transcript
 from pod_audio.transcript import Transcript
-from pod_resources.catalog import EpisodeStatus
+from pod_resources.catalog import CatalogResource, EpisodeStatus
 from pod_resources.transcriber import PocketsphinxTranscriberResource
+from tests.plugins.fault_proxy import make_proxied_gcs_store
+from tests.plugins.pipeline import Pipeline
 
 ALL = [raw_audio, transcript, cleaned_audio, final_episode]
 
@@ -133,3 +139,50 @@ def test_missing_input_is_permanent_reported_once_and_not_retried(pipeline, jfk_
     assert layout.episode_key(episode_id, layout.TRANSCRIPT) in episode.last_error
     errors = [c for c in pipeline.catalog.history(episode_id) if c.to_status == EpisodeStatus.ERROR]
     assert len(errors) == 1
+
+
+@pytest.mark.gcs
+@pytest.mark.parametrize("fault", ["503", "reset"])
+def test_storage_outage_longer_than_the_client_deadline_is_retried_by_the_step(
+    fault, gcs_fault_proxy, short_speech, tmp_path
+):
+    """The GCS client retries within ``retry_deadline_s``; an outage that outlasts it fails
+    the step with a transient error, and the step's own policy runs it again."""
+    store = make_proxied_gcs_store(gcs_fault_proxy, timeout_s=1.0, retry_deadline_s=1.0)
+    applied: list[float] = []
+    with dg.instance_for_test() as instance:
+        pipeline = Pipeline(
+            instance=instance,
+            store=store,
+            catalog_resource=CatalogResource(database_url=f"sqlite:///{tmp_path / 'catalog.db'}"),
+        )
+        episode_id = pipeline.register("speech.wav", short_speech)
+        pipeline.materialize([raw_audio], episode_id, raise_on_error=True)
+
+        # Every upload (the transcript is the step's only one) fails until the outage ends, 1.5 s after it began:
+        # longer than the client's deadline, shorter than the step's retries.
+        gcs_fault_proxy.fail_next(
+            fault, method="POST", path=r"^/upload/", times=None,
+            on_fault=lambda: applied.append(time.monotonic()),
+        )
+
+        def end_outage() -> None:
+            while not applied:
+                time.sleep(0.05)
+            time.sleep(max(0.0, applied[0] + 1.5 - time.monotonic()))
+            gcs_fault_proxy.reset()
+
+        ender = threading.Thread(target=end_outage, daemon=True)
+        ender.start()
+        result = pipeline.materialize([transcript], episode_id)
+        ender.join(30)
+
+    assert result.success
+    assert len(applied) >= 2  # the client itself retried before giving up
+    assert _events(result, "STEP_UP_FOR_RETRY", "transcript")
+    assert _events(result, "STEP_FAILURE") == []
+    episode = pipeline.catalog.get_episode(episode_id)
+    assert episode.status == EpisodeStatus.PROCESSED
+    assert EpisodeStatus.ERROR not in [c.to_status for c in pipeline.catalog.history(episode_id)]
+    words = store.read_json(layout.episode_key(episode_id, layout.TRANSCRIPT))["words"]
+    assert words
