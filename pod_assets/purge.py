@@ -14,7 +14,12 @@ argued in ``docs/purge.md``; in short, per episode:
 3. from then on :meth:`Catalog.set_status` refuses to move it to ``processing``;
 4. the objects are deleted, each pinned to its planned generation, raw media last;
 5. if a deletion fails, the mark is taken back (compare-and-set) and the episode is tried
-   again by the next purge.
+   again by the next purge;
+6. once its objects are gone, the episode's ``raw_audio`` artifact is cleared. An episode
+   marked purged that still lists one is a purge cut short (the process died between the
+   mark and the deletes): the next purge lists what is left and deletes it, pinned to the
+   generations it sees and only while the mark is the one it read (no run can start on a
+   marked episode, and a new upload that restores it clears the mark first).
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ class PlannedEpisode:
     source_generation: int
     objects: tuple[PurgeObject, ...]
     """Copies left in ``uploads/`` first, ``episodes/<ep>/raw.*`` last."""
+    purged_at: datetime | None = None
+    """For a purge cut short: the mark it left, which must still hold when deleting."""
 
     @property
     def bytes(self) -> int:
@@ -114,6 +121,8 @@ class PurgePlan:
     kept: tuple[KeptEpisode, ...]
     failed: tuple[FailedEpisode, ...] = ()
     """Episodes whose objects could not be listed: retried next time."""
+    unfinished: tuple[PlannedEpisode, ...] = ()
+    """Episodes marked purged by a purge that did not finish: what is left of them."""
 
     @property
     def cutoff(self) -> datetime:
@@ -293,13 +302,43 @@ def plan_purge(
                 objects=objects,
             )
         )
+    unfinished = _unfinished_purges(catalog, store, failed)
     return PurgePlan(
         now=now,
         retention=retention,
         eligible=tuple(eligible),
         kept=tuple(kept),
         failed=tuple(failed),
+        unfinished=tuple(unfinished),
     )
+
+
+def _unfinished_purges(
+    catalog: Catalog, store: ObjectStore, failed: list[FailedEpisode]
+) -> list[PlannedEpisode]:
+    """Episodes marked purged that still list a ``raw_audio`` artifact, with what is left."""
+    unfinished: list[PlannedEpisode] = []
+    for episode in catalog.list_episodes():
+        if episode.raw_purged_at is None or "raw_audio" not in episode.artifacts:
+            continue
+        try:
+            objects = _objects_to_delete(store, catalog, episode)
+        except Exception as exc:
+            failed.append(FailedEpisode(episode.episode_id, f"listing failed: {_describe(exc)}"))
+            continue
+        if objects is None:
+            continue  # a new version is waiting: its run restores the episode
+        unfinished.append(
+            PlannedEpisode(
+                episode_id=episode.episode_id,
+                status=episode.status,
+                status_changed_at=episode.status_changed_at,
+                source_generation=episode.source_generation,
+                objects=objects,
+                purged_at=episode.raw_purged_at,
+            )
+        )
+    return unfinished
 
 
 @dataclass
@@ -367,7 +406,8 @@ def execute_purge(
             DeletedEpisode(
                 p.episode_id, p.status, tuple(o.key for o in p.objects), p.bytes, plan.now
             )
-            for p in plan.eligible
+            for p in (*plan.unfinished, *plan.eligible)
+            if p.objects
         )
         return PurgeReport(
             now=plan.now,
@@ -381,6 +421,12 @@ def execute_purge(
     deleted: list[DeletedEpisode] = []
     skipped: list[SkippedEpisode] = []
     failed: list[FailedEpisode] = list(plan.failed)
+    for planned in plan.unfinished:
+        entry = _finish_purge(catalog, store, planned, skipped, failed)
+        if entry is not None:
+            deleted.append(entry)
+            if on_deleted is not None:
+                on_deleted(entry)
     for planned in plan.eligible:
         try:
             marked = catalog.mark_raw_purged(
@@ -419,6 +465,7 @@ def execute_purge(
             bytes=sum(obj.size for obj in outcome.deleted),
             purged_at=plan.now,
         )
+        _clear_raw_artifact(catalog, planned.episode_id, failed)
         deleted.append(entry)
         if on_deleted is not None:
             on_deleted(entry)
@@ -431,6 +478,59 @@ def execute_purge(
         kept=plan.kept,
         skipped_by_race=tuple(skipped),
         failed=tuple(failed),
+    )
+
+
+def _clear_raw_artifact(catalog: Catalog, episode_id: str, failed: list[FailedEpisode]) -> None:
+    """The purge of the episode is complete: it no longer lists raw media."""
+    try:
+        catalog.record_artifacts(episode_id, {"raw_audio": None})
+    except Exception as exc:  # the next purge finds nothing left and clears it then
+        failed.append(FailedEpisode(episode_id, f"catalog: {_describe(exc)}"))
+
+
+def _finish_purge(
+    catalog: Catalog,
+    store: ObjectStore,
+    planned: PlannedEpisode,
+    skipped: list[SkippedEpisode],
+    failed: list[FailedEpisode],
+) -> DeletedEpisode | None:
+    """Delete what a purge cut short left of ``planned``, while its mark still holds.
+
+    The objects were listed before the mark is checked again here, and every delete is
+    pinned to its listed generation: a new upload that restores the episode after this
+    check writes new generations, which no delete below can touch.
+    """
+    try:
+        current = catalog.get_episode(planned.episode_id)
+    except Exception as exc:
+        failed.append(FailedEpisode(planned.episode_id, f"catalog: {_describe(exc)}"))
+        return None
+    if (
+        current is None
+        or current.raw_purged_at != planned.purged_at
+        or current.source_generation != planned.source_generation
+    ):
+        skipped.append(SkippedEpisode(planned.episode_id, "restored by a new upload"))
+        return None
+    if not planned.objects:  # the deletes were done; only the artifact was left
+        _clear_raw_artifact(catalog, planned.episode_id, failed)
+        return None
+    outcome = _delete_objects(store, planned)
+    if outcome.failed is not None:
+        failed.append(outcome.failed)
+        return None
+    if outcome.raced is not None:
+        skipped.append(SkippedEpisode(planned.episode_id, outcome.raced))
+        return None
+    _clear_raw_artifact(catalog, planned.episode_id, failed)
+    return DeletedEpisode(
+        episode_id=planned.episode_id,
+        status=current.status,
+        objects=tuple(obj.key for obj in outcome.deleted),
+        bytes=sum(obj.size for obj in outcome.deleted),
+        purged_at=current.raw_purged_at,  # type: ignore[arg-type]
     )
 
 

@@ -31,6 +31,15 @@ def _eligible(catalog: CatalogResource, *, now: datetime, retention_hours: float
     )
 
 
+def _cut_short(catalog: CatalogResource) -> list[Episode]:
+    """Episodes a purge marked but did not finish (see :mod:`pod_assets.purge`)."""
+    return [
+        episode
+        for episode in catalog.get_catalog().list_episodes()
+        if episode.raw_purged_at is not None and "raw_audio" in episode.artifacts
+    ]
+
+
 def schedule_run_key(scheduled_at: datetime) -> str:
     return f"purge-schedule@{scheduled_at.astimezone(UTC).isoformat()}"
 
@@ -57,12 +66,17 @@ def build_purge_schedule(
         scheduled = context.scheduled_execution_time or datetime.now(UTC)
         now = scheduled.astimezone(UTC)
         eligible = _eligible(catalog, now=now, retention_hours=retention_hours)
-        if not eligible:
+        cut_short = _cut_short(catalog)
+        if not eligible and not cut_short:
             return dg.SkipReason(f"no episode is past the {retention_hours} h retention")
         return dg.RunRequest(
             run_key=schedule_run_key(now),
             run_config=purge_run_config(now=now, retention_hours=retention_hours),
-            tags={"pod/trigger": "schedule", "pod/eligible": str(len(eligible))},
+            tags={
+                "pod/trigger": "schedule",
+                "pod/eligible": str(len(eligible)),
+                "pod/unfinished": str(len(cut_short)),
+            },
         )
 
     return purge_schedule

@@ -412,6 +412,84 @@ def test_reprocessing_a_purged_episode_fails_at_once_and_marks_nothing(env):
     assert catalog.history(episode_id) == history
 
 
+# -- a purge cut short between its mark and its deletes ---------------------------------------
+
+
+def _purged_only_in_the_catalog(env, name: str, data: bytes) -> str:
+    """A finished episode whose purge died right after its mark: bytes all still there."""
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    episode_id = upload(store, catalog, name, data, instance=env.instance)
+    start(store, catalog, episode_id, at=t0 - 2 * DAY)
+    catalog.record_artifacts(episode_id, {"raw_audio": store.uri(layout.raw_key(episode_id, name))})
+    succeed(store, catalog, episode_id, at=t0 - 2 * DAY)
+    [planned] = plan_purge(catalog, store, now=t0, retention=DAY).eligible
+    assert catalog.mark_raw_purged(
+        episode_id,
+        expected_statuses={S.PROCESSED},
+        at=t0,
+        only_if_status_changed_at=planned.status_changed_at,
+        only_if_source_generation=planned.source_generation,
+    )
+    assert raw_objects(store, episode_id)
+    return episode_id
+
+
+def test_a_purge_cut_short_is_finished_by_the_next_one(env):
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    episode_id = _purged_only_in_the_catalog(env, "show.mp3", b"show" * 500)
+    raw_key = layout.raw_key(episode_id, "show.mp3")
+
+    dry = purge(catalog, store, now=t0 + timedelta(hours=1), retention=DAY, dry_run=True)
+    assert [(e.episode_id, e.objects) for e in dry.deleted] == [(episode_id, (raw_key,))]
+    assert store.exists(raw_key)
+
+    report = purge(catalog, store, now=t0 + timedelta(hours=1), retention=DAY)
+    [entry] = report.deleted
+    assert (entry.episode_id, entry.objects, entry.purged_at) == (episode_id, (raw_key,), t0)
+    assert entry.bytes == 2000 and not report.failed
+    assert raw_objects(store, episode_id) == []
+    episode = catalog.get_episode(episode_id)
+    assert episode.raw_purged_at == t0 and "raw_audio" not in episode.artifacts
+    for name in ARTIFACTS:
+        assert store.exists(layout.episode_key(episode_id, name))
+    assert purge(catalog, store, now=t0 + timedelta(hours=2), retention=DAY).deleted == ()
+
+
+def test_a_finished_purge_no_longer_lists_raw_media_among_the_artifacts(env):
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    episode_id = upload(store, catalog, "show.mp3", instance=env.instance)
+    start(store, catalog, episode_id, at=t0 - 2 * DAY)
+    catalog.record_artifacts(episode_id, {"raw_audio": "file:///raw", "transcript": "file:///t"})
+    succeed(store, catalog, episode_id, at=t0 - 2 * DAY)
+
+    [entry] = purge(catalog, store, now=t0, retention=DAY).deleted
+    assert entry.episode_id == episode_id
+    assert dict(catalog.get_episode(episode_id).artifacts) == {"transcript": "file:///t"}
+
+
+def test_a_purge_cut_short_never_deletes_what_a_new_upload_restored(env):
+    store, catalog, t0 = env.store, env.catalog, env.t0
+    data = b"show" * 500
+    episode_id = _purged_only_in_the_catalog(env, "show.mp3", data)
+    plan = plan_purge(catalog, store, now=t0 + timedelta(hours=1), retention=DAY)
+    assert [p.episode_id for p in plan.unfinished] == [episode_id]
+
+    # The same bytes uploaded again restore the episode after the plan listed its leftovers.
+    assert upload(store, catalog, "show.mp3", data) == episode_id
+    restored = catalog.get_episode(episode_id)
+    assert restored.raw_purged_at is None
+    before = snapshot(store)
+
+    report = execute_purge(catalog, store, plan)
+
+    assert report.deleted == ()
+    assert [(s.episode_id, s.reason) for s in report.skipped_by_race] == [
+        (episode_id, "restored by a new upload")
+    ]
+    assert snapshot(store) == before
+    assert store.read_bytes(layout.upload_key("show.mp3")) == data
+
+
 # -- the Dagster job, schedule and sensor -----------------------------------------------------
 
 
@@ -489,6 +567,27 @@ def test_schedule_requests_a_purge_only_when_something_is_eligible(env):
     assert tomorrow.run_key != request.run_key
 
     assert build_purge_schedule(cron="30 1 * * 1").cron_schedule == "30 1 * * 1"
+
+
+def test_schedule_also_runs_to_finish_a_purge_cut_short(env):
+    schedule = build_purge_schedule()
+    tick = env.t0.replace(hour=3) + DAY
+
+    def evaluate():
+        context = dg.build_schedule_context(
+            instance=env.instance,
+            scheduled_execution_time=tick,
+            resources={"catalog": env.catalog_resource},
+        )
+        return schedule.evaluate_tick(context)
+
+    episode_id = _purged_only_in_the_catalog(env, "show.mp3", b"show" * 500)
+    assert not env.catalog.purge_candidates(now=tick, retention=DAY)  # nothing newly eligible
+    [request] = evaluate().run_requests
+    assert request.tags["pod/unfinished"] == "1"
+    purge(env.catalog, env.store, now=tick, retention=DAY)
+    assert raw_objects(env.store, episode_id) == []
+    assert evaluate().skip_message  # finished: nothing to do
 
 
 def test_sensor_requests_a_purge_when_episodes_become_eligible(env):
