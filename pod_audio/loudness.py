@@ -4,7 +4,7 @@
 the true peak in dBTP (4x oversampled). Both accept audio in blocks of any size and carry
 their filter state from one block to the next, so a file of any length is measured with
 constant memory (plus 8 bytes per 100 ms of audio for the gating blocks). :func:`measure`
-runs both over a file.
+runs both over a file, each on a thread of its own while the file is decoded.
 
 Blocks are ``float32``/``float64`` arrays of shape ``(frames, channels)``, full scale 1.0.
 """
@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import math
 import os
+import queue
+import threading
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -29,7 +31,11 @@ __all__ = [
     "LoudnessReport",
     "RELATIVE_GATE_LU",
     "TruePeakMeter",
+    "candidate_runs",
+    "candidate_spans",
     "channel_weights",
+    "concat_ranges",
+    "feed_concurrently",
     "k_weighting_sos",
     "measure",
     "to_db",
@@ -258,6 +264,31 @@ class Interpolator:
         values = np.abs(oaconvolve(data[:, :, np.newaxis], kernel, mode="valid", axes=0))
         return values.reshape(values.shape[0], -1).max(axis=1)
 
+    def run_peaks(self, extended: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+        """:meth:`peaks` of several stretches of one extended block, in one convolution.
+
+        Args:
+            extended: ``(per_phase - 1 + frames, channels)``, as for :meth:`peaks`.
+            starts, stops: output frames ``[start, stop)`` of each stretch, ascending and
+                not overlapping (as :func:`candidate_spans` gives them).
+
+        Returns:
+            The peaks of every stretch, concatenated in order, float32.
+
+        Each stretch is copied with the ``per_phase - 1`` frames before it, and the copies
+        are laid end to end: a valid output whose inputs all lie in one copy is that
+        stretch's own output, so one FFT convolution serves them all and the outputs that
+        straddle two copies are dropped.
+        """
+        history = self.per_phase - 1
+        lengths = stops - starts
+        if lengths.size == 1:
+            return self.peaks(extended[int(starts[0]) : int(stops[0]) + history])
+        gathered = extended[concat_ranges(starts, lengths + history)]
+        values = self.peaks(gathered)
+        copy_starts = np.cumsum(lengths + history) - (lengths + history)
+        return values[concat_ranges(copy_starts, lengths)]
+
 
 @lru_cache(maxsize=8)
 def interpolator(factor: int, taps_per_phase: int) -> Interpolator:
@@ -279,29 +310,55 @@ def max_abs_over_channels(frames: np.ndarray) -> np.ndarray:
     return out
 
 
-def candidate_runs(
+def candidate_spans(
     magnitude: np.ndarray, *, frames: int, interp: Interpolator, threshold: float,
-    chunk_frames: int = 1024,
-) -> list[tuple[int, int]]:
+    chunk_frames: int = 32,
+) -> tuple[np.ndarray, np.ndarray]:
     """Stretches ``[start, stop)`` of output frames whose oversampled peak may exceed ``threshold``.
 
     ``magnitude`` is :func:`max_abs_over_channels` of the extended block (history first).
     Outputs of a chunk read its inputs and the next ``per_phase - 1``; where ``l1_max``
     times their largest magnitude is at most ``threshold``, no output can exceed it.
-    Adjacent candidate chunks are merged.
+    Adjacent candidate chunks are merged. The bound is exact arithmetic on the filter, so
+    skipping never changes a result; small chunks (``chunk_frames >= per_phase - 1``)
+    follow the audio's own peaks closely and leave most of it out.
+
+    Returns:
+        ``(starts, stops)``, int64 arrays of equal length (empty when nothing can exceed).
     """
+    if chunk_frames < interp.per_phase - 1:
+        raise ValueError(f"chunk_frames must be at least {interp.per_phase - 1}")
     n_chunks = -(-frames // chunk_frames)
-    padded = np.zeros((n_chunks + 1) * chunk_frames, dtype=np.float64)
+    padded = np.zeros((n_chunks + 1) * chunk_frames, dtype=magnitude.dtype)
     padded[: magnitude.shape[0]] = magnitude[: padded.shape[0]]
     chunk_max = padded.reshape(-1, chunk_frames).max(axis=1)
-    bound = np.maximum(chunk_max[:-1], chunk_max[1:]) * interp.l1_max
+    bound = np.maximum(chunk_max[:-1], chunk_max[1:]).astype(np.float64) * interp.l1_max
     candidates = np.flatnonzero(bound > threshold)
     if candidates.size == 0:
-        return []
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
     breaks = np.flatnonzero(np.diff(candidates) > 1)
     starts = np.concatenate((candidates[:1], candidates[breaks + 1])) * chunk_frames
     stops = (np.concatenate((candidates[breaks], candidates[-1:])) + 1) * chunk_frames
-    return [(int(a), min(int(b), frames)) for a, b in zip(starts, stops)]
+    return starts.astype(np.int64), np.minimum(stops, frames).astype(np.int64)
+
+
+def candidate_runs(
+    magnitude: np.ndarray, *, frames: int, interp: Interpolator, threshold: float,
+    chunk_frames: int = 32,
+) -> list[tuple[int, int]]:
+    """:func:`candidate_spans` as a list of ``(start, stop)`` pairs."""
+    starts, stops = candidate_spans(
+        magnitude, frames=frames, interp=interp, threshold=threshold, chunk_frames=chunk_frames
+    )
+    return [(int(a), int(b)) for a, b in zip(starts, stops)]
+
+
+def concat_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Indices ``start, start + 1, ..., start + length - 1`` of every range, concatenated."""
+    total = int(np.sum(lengths))
+    ends = np.cumsum(lengths)
+    return np.arange(total, dtype=np.int64) + np.repeat(starts - (ends - lengths), lengths)
 
 
 def oversampling_factor(sample_rate: int) -> int:
@@ -378,9 +435,20 @@ def _peak_above(extended: np.ndarray, interp: Interpolator, floor: float) -> flo
     if frames <= 0:
         return floor
     magnitude = max_abs_over_channels(extended)
+    starts, stops = candidate_spans(magnitude, frames=frames, interp=interp, threshold=floor)
+    if starts.size == 0:
+        return floor
     best = floor
-    for start, stop in candidate_runs(magnitude, frames=frames, interp=interp, threshold=floor):
-        best = max(best, float(np.max(interp.peaks(extended[start : stop + per_phase - 1]))))
+    # The outputs around the loudest sample first: their peak raises the floor, and the
+    # stretches that cannot beat it are left out of the batch.
+    loudest = int(np.argmax(magnitude))
+    first = min(max(0, loudest - (per_phase - 1)), frames - 1)
+    last = min(frames, loudest + 1)
+    if last > first:
+        best = max(floor, float(np.max(interp.peaks(extended[first : last + per_phase - 1]))))
+        starts, stops = candidate_spans(magnitude, frames=frames, interp=interp, threshold=best)
+    if starts.size:
+        best = max(best, float(np.max(interp.run_peaks(extended, starts, stops))))
     return best
 
 
@@ -401,6 +469,50 @@ class LoudnessReport:
     duration_s: float
 
 
+def feed_concurrently(
+    blocks: Iterable[np.ndarray], consumers: Sequence[Callable[[np.ndarray], None]], *,
+    depth: int = 4,
+) -> None:
+    """Hand every block of ``blocks`` to every consumer, each consumer on a thread of its own.
+
+    The blocks are produced (decoded) in the caller's thread; each consumer gets them in
+    order, at most ``depth`` behind. The meters spend their time in numpy, SciPy and FFT
+    code that releases the GIL, so on two cores decoding and the meters overlap. The
+    blocks must not be changed by anyone once produced. An error of a consumer or of
+    ``blocks`` is raised once every thread has stopped.
+    """
+    queues: list[queue.Queue[np.ndarray | None]] = [queue.Queue(maxsize=depth) for _ in consumers]
+    errors: list[BaseException] = []
+
+    def run(consume: Callable[[np.ndarray], None], inbox: queue.Queue[np.ndarray | None]) -> None:
+        while (block := inbox.get()) is not None:
+            if not errors:
+                try:
+                    consume(block)
+                except BaseException as exc:  # raised in the caller's thread
+                    errors.append(exc)
+
+    threads = [
+        threading.Thread(target=run, args=(consume, inbox), name="meter", daemon=True)
+        for consume, inbox in zip(consumers, queues)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for block in blocks:
+            if errors:
+                break
+            for inbox in queues:
+                inbox.put(block)
+    finally:
+        for inbox in queues:
+            inbox.put(None)
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+
+
 def measure(path: str | os.PathLike[str], *, block_frames: int = 65536) -> LoudnessReport:
     """Measure loudness and peaks of the audio in ``path``, streaming, at its own rate.
 
@@ -409,15 +521,14 @@ def measure(path: str | os.PathLike[str], *, block_frames: int = 65536) -> Loudn
     info = probe(path, decode_check=False)
     loudness = LoudnessMeter(sample_rate=info.sample_rate, channels=info.channels)
     peaks = TruePeakMeter(sample_rate=info.sample_rate, channels=info.channels)
-    for block in iter_blocks(
+    blocks = iter_blocks(
         path,
         sample_rate=info.sample_rate,
         channels=info.channels,
         block_frames=block_frames,
         clip=False,
-    ):
-        loudness.add(block)
-        peaks.add(block)
+    )
+    feed_concurrently(blocks, [loudness.add, peaks.add])
     return LoudnessReport(
         integrated_lufs=loudness.integrated_lufs(),
         true_peak_dbtp=peaks.true_peak_dbtp(),

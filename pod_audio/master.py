@@ -8,12 +8,18 @@ blocks of audio whatever the length:
    minus the loudness;
 2. if that gain would push peaks over the limiter's ceiling, the limiter will take some
    loudness away: find the gain that compensates with a few limit-and-measure passes
-   (no encoding);
+   (no encoding). When pass 1's 100 ms peak profile shows that only a few peaks reach the
+   ceiling, the first render measures the limited loudness itself instead, and the solver
+   goes on from that measurement only if it misses;
 3. apply the gain, limit true peaks with a look-ahead limiter (ceiling 0.5 dB under the
    limit, room for MP3 coding overshoot), encode MP3 with a LAME/Xing header (decoders
-   trim the encoder's delay and padding, so the duration is exact);
-4. decode the MP3 and measure it; if loudness or true peak still miss, render again with
-   a corrected gain or a lower ceiling.
+   trim the encoder's delay and padding, so the duration is exact); the encoder, a child
+   process, is fed from a thread of its own so it runs on the second core while the next
+   blocks are decoded and limited;
+4. decode the MP3 and measure it, on a thread while the encoder writes it (checked
+   against the LAME tag of the finished file; if that cannot be confirmed, the file is
+   decoded again afterwards); if loudness or true peak still miss, render again with a
+   corrected gain or a lower ceiling.
 
 MP3 coding itself shifts the level slightly (LAME at 128 kbit/s loses ~0.4 dB); this is
 measured on a short excerpt before step 2 and compensated.
@@ -21,24 +27,33 @@ measured on a short excerpt before step 2 and compensated.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import queue
+import threading
 import uuid
+from array import array
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import av
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 
 from pod_audio.errors import SilentAudioError
 from pod_audio.io import DEFAULT_BLOCK_FRAMES, iter_blocks, open_writer, probe
 from pod_audio.loudness import (
+    ABSOLUTE_GATE_LUFS,
     Interpolator,
     LoudnessMeter,
+    LoudnessReport,
     TruePeakMeter,
-    candidate_runs,
+    candidate_spans,
+    concat_ranges,
+    feed_concurrently,
     interpolator,
     max_abs_over_channels,
     measure,
@@ -146,19 +161,17 @@ class PeakLimiter:
         required = np.zeros(frames)
         magnitude = max_abs_over_channels(extended)
         offset = per_phase - 1 - self._detector_delay  # extended index of x[m - D] is m + offset
-        for start, stop in candidate_runs(
+        starts, stops = candidate_spans(
             magnitude, frames=frames, interp=self._interp, threshold=self._ceiling
-        ):
-            detector = np.maximum(
-                magnitude[start + offset : stop + offset],
-                magnitude[start + offset + 1 : stop + offset + 1],
-            )
-            np.maximum(
-                detector, self._interp.peaks(extended[start : stop + per_phase - 1]), out=detector
-            )
-            with np.errstate(divide="ignore"):
-                level_db = 20.0 * np.log10(detector.astype(np.float64) / self._ceiling)
-            required[start:stop] = np.maximum(level_db, 0.0)
+        )
+        if starts.size == 0:
+            return required
+        points = concat_ranges(starts, stops - starts)
+        detector = np.maximum(magnitude[points + offset], magnitude[points + offset + 1])
+        np.maximum(detector, self._interp.run_peaks(extended, starts, stops), out=detector)
+        with np.errstate(divide="ignore"):
+            level_db = 20.0 * np.log10(detector.astype(np.float64) / self._ceiling)
+        required[points] = np.maximum(level_db, 0.0)
         return required
 
     def _release(self, held: np.ndarray) -> np.ndarray:
@@ -426,12 +439,17 @@ def render_final(
             block_frames=block_frames,
         )
 
-    # Pass 1: loudness and true peak of the programme as it will be rendered.
+    # Pass 1: loudness and true peak of the programme as it will be rendered, and the
+    # peak and energy of every 100 ms (for the estimate of what the limiter takes away).
     meter = LoudnessMeter(sample_rate=sample_rate, channels=channels)
     peak_meter = TruePeakMeter(sample_rate=sample_rate, channels=channels)
-    for block in program():
+    profile = _PeakProfile(sample_rate=sample_rate)
+
+    def loudness_and_profile(block: np.ndarray) -> None:
         meter.add(block)
-        peak_meter.add(block)
+        profile.add(block)
+
+    feed_concurrently(program(), [loudness_and_profile, peak_meter.add])
     lufs_in = meter.integrated_lufs()
     if not math.isfinite(lufs_in):
         raise SilentAudioError("the episode is silent: there is nothing to make louder")
@@ -441,6 +459,7 @@ def render_final(
         channels=channels,
         lufs_in=lufs_in,
         true_peak_in_dbtp=peak_meter.true_peak_dbtp(),
+        profile=profile,
     )
 
     ceiling_dbtp = true_peak_dbtp - _CEILING_MARGIN_DB
@@ -459,8 +478,12 @@ def render_final(
     partial = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex[:8]}.partial.mp3")
     try:
         for render in range(1, _MAX_RENDERS + 1):
-            gain_db = solver.gain_for(aim_lufs, ceiling_dbtp=ceiling_dbtp)
-            limiter_max_db = _render_pass(
+            # When the limiter can only take a little loudness away, the first render
+            # measures what it let through instead of a limit-and-measure pass before it;
+            # on a miss the solver continues from that measurement and renders again.
+            deferred = render == 1 and solver.can_defer(aim_lufs, ceiling_dbtp=ceiling_dbtp)
+            gain_db = solver.gain_for(aim_lufs, ceiling_dbtp=ceiling_dbtp, defer=deferred)
+            limiter_max_db, limited_lufs, streamed = _render_pass(
                 program(),
                 partial,
                 gain_db=gain_db,
@@ -468,8 +491,16 @@ def render_final(
                 sample_rate=sample_rate,
                 channels=channels,
                 bitrate_kbps=bitrate_kbps,
+                measure_limited=deferred,
+                block_frames=block_frames,
             )
-            result = measure(partial, block_frames=block_frames)
+            if deferred:
+                solver.record(gain_db, limited_lufs, ceiling_dbtp=ceiling_dbtp)
+                if not solver.reached(aim_lufs, limited_lufs) and render < _MAX_RENDERS:
+                    continue
+            # The MP3 as decoded, measured while it was written (or now, if that could not
+            # be confirmed against the finished file).
+            result = streamed or measure(partial, block_frames=block_frames)
             loud_miss = target - result.integrated_lufs
             peak_over = result.true_peak_dbtp - true_peak_dbtp
             if (abs(loud_miss) <= _CORRECT_ABOVE_LU and peak_over <= 0) or render == _MAX_RENDERS:
@@ -498,6 +529,65 @@ def render_final(
     )
 
 
+class _PeakProfile:
+    """Sample peak and mean square of every 100 ms of the programme (8 bytes per 100 ms),
+    for :meth:`limiter_loss_lu`."""
+
+    _RELEASE_SPAN = 3
+    """100 ms steps after a peak during which the estimate keeps its full reduction
+    (the limiter releases with a 150 ms time constant)."""
+
+    def __init__(self, *, sample_rate: int) -> None:
+        self._step = max(1, sample_rate // 10)
+        self._held = np.zeros((0,), dtype=np.float32)
+        self._peaks = array("f")
+        self._powers = array("f")
+
+    def add(self, block: np.ndarray) -> None:
+        """Take in the next ``(frames, channels)`` block of the programme."""
+        mono = max_abs_over_channels(block)
+        power = np.mean(np.square(block, dtype=np.float32), axis=1)
+        data = np.stack((np.concatenate((self._held[0::2], mono)),
+                         np.concatenate((self._held[1::2], power))), axis=1)
+        whole = data.shape[0] - data.shape[0] % self._step
+        if whole:
+            parts = data[:whole].reshape(-1, self._step, 2)
+            self._peaks.extend(parts[:, :, 0].max(axis=1).tolist())
+            self._powers.extend(parts[:, :, 1].mean(axis=1).tolist())
+        self._held = data[whole:].reshape(-1).copy()
+
+    def limiter_loss_lu(self, gain_db: float, *, ceiling_dbtp: float) -> float:
+        """Estimated loudness the limiter takes away at ``gain_db``, LU (an overestimate
+        for isolated peaks: every 100 ms with a peak over the ceiling, and the next
+        ``_RELEASE_SPAN``, lose the peak's whole excess for their whole length).
+
+        Only 100 ms over the absolute gate count. The true peak can exceed the sample
+        peak, so the estimate decides only whether a full solve is worth its pass.
+        """
+        peaks = np.frombuffer(self._peaks, dtype=np.float32).astype(np.float64)
+        powers = np.frombuffer(self._powers, dtype=np.float32).astype(np.float64)
+        if peaks.size == 0:
+            return 0.0
+        with np.errstate(divide="ignore"):
+            excess = np.maximum(20.0 * np.log10(peaks) + gain_db - ceiling_dbtp, 0.0)
+        if not np.any(excess > 0):
+            return 0.0
+        # A peak's reduction reaches back into the 100 ms before it (look-ahead) and on
+        # over the next _RELEASE_SPAN.
+        reduction = maximum_filter1d(
+            excess,
+            size=self._RELEASE_SPAN + 2,
+            origin=self._RELEASE_SPAN - (self._RELEASE_SPAN + 2) // 2,
+            mode="constant",
+        )
+        audible = powers * 10.0 ** (gain_db / 10.0) > 10.0 ** (ABSOLUTE_GATE_LUFS / 10.0)
+        total = float(np.sum(powers[audible]))
+        if total <= 0.0:
+            return 0.0
+        kept = float(np.sum(powers[audible] * 10.0 ** (-reduction[audible] / 10.0)))
+        return -10.0 * math.log10(max(kept / total, 1e-12))
+
+
 class _LevelSolver:
     """Finds the gain that gives a wanted loudness after the limiter (before coding).
 
@@ -510,6 +600,9 @@ class _LevelSolver:
     _TOLERANCE_LU = 0.15
     _MAX_STEPS = 6
 
+    _DEFER_BELOW_LU = 0.3
+    """Estimated loss under which the first limit-and-measure is left to the render."""
+
     def __init__(
         self,
         *,
@@ -518,17 +611,26 @@ class _LevelSolver:
         channels: int,
         lufs_in: float,
         true_peak_in_dbtp: float,
+        profile: _PeakProfile | None = None,
     ) -> None:
         self._program = program
         self._sample_rate = sample_rate
         self._channels = channels
         self._lufs_in = lufs_in
         self._true_peak_in_dbtp = true_peak_in_dbtp
+        self._profile = profile
+        self.passes = 0
+        """Limit-and-measure passes run so far."""
+        self._known: dict[tuple[float, float], float] = {}  # (gain, ceiling) -> LUFS
 
     def limited_lufs(self, gain_db: float, *, ceiling_dbtp: float) -> float:
         """Loudness of the programme after ``gain_db`` and the limiter, LUFS."""
         if self._true_peak_in_dbtp + gain_db <= ceiling_dbtp:
             return self._lufs_in + gain_db
+        known = self._known.get((gain_db, ceiling_dbtp))
+        if known is not None:
+            return known
+        self.passes += 1
         gain = 10.0 ** (gain_db / 20.0)
         limiter = PeakLimiter(
             sample_rate=self._sample_rate, channels=self._channels, ceiling_dbtp=ceiling_dbtp
@@ -539,9 +641,34 @@ class _LevelSolver:
         meter.add(limiter.flush())
         return meter.integrated_lufs()
 
-    def gain_for(self, aim_lufs: float, *, ceiling_dbtp: float) -> float:
-        """Gain in dB that brings the limited programme to ``aim_lufs`` (within 0.15 LU)."""
+    def can_defer(self, aim_lufs: float, *, ceiling_dbtp: float) -> bool:
+        """Whether the limiter, at the unlimited gain for ``aim_lufs``, is estimated to take
+        away so little (under 0.3 LU) that the render can measure it instead of a pass."""
         gain = aim_lufs - self._lufs_in
+        if self._true_peak_in_dbtp + gain <= ceiling_dbtp:
+            return False  # nothing to measure: no limiting
+        if self._profile is None:
+            return False
+        return self._profile.limiter_loss_lu(gain, ceiling_dbtp=ceiling_dbtp) <= self._DEFER_BELOW_LU
+
+    def record(self, gain_db: float, lufs: float, *, ceiling_dbtp: float) -> None:
+        """Remember the limited loudness at ``gain_db`` measured elsewhere (by a render)."""
+        self._known[(gain_db, ceiling_dbtp)] = lufs
+
+    def reached(self, aim_lufs: float, lufs: float) -> bool:
+        """Whether ``lufs`` is within the solver's tolerance of ``aim_lufs``."""
+        return abs(aim_lufs - lufs) <= self._TOLERANCE_LU
+
+    def gain_for(self, aim_lufs: float, *, ceiling_dbtp: float, defer: bool = False) -> float:
+        """Gain in dB that brings the limited programme to ``aim_lufs`` (within 0.15 LU).
+
+        With ``defer``, the first guess (the unlimited gain) is returned unmeasured: the
+        caller measures it and hands the result to :meth:`record`, and the next call goes on
+        from there as if it had measured it itself.
+        """
+        gain = aim_lufs - self._lufs_in
+        if defer:
+            return gain
         level = self.limited_lufs(gain, ceiling_dbtp=ceiling_dbtp)
         previous: tuple[float, float] | None = None
         for _ in range(self._MAX_STEPS):
@@ -608,16 +735,281 @@ def _render_pass(
     sample_rate: int,
     channels: int,
     bitrate_kbps: int,
-) -> float:
-    """Gain, limit and encode ``blocks`` to MP3 at ``path``; returns the limiter's largest
-    gain reduction in dB."""
+    measure_limited: bool = False,
+    block_frames: int = DEFAULT_BLOCK_FRAMES,
+) -> tuple[float, float, LoudnessReport | None]:
+    """Gain, limit and encode ``blocks`` to MP3 at ``path``.
+
+    Returns:
+        The limiter's largest gain reduction in dB; with ``measure_limited`` the
+        integrated loudness of the limited audio before coding (else NaN); the
+        measurement of the decoded MP3 taken while it was written, as
+        :func:`pod_audio.loudness.measure` with ``block_frames`` gives it, or ``None``
+        when it could not be confirmed (see :class:`_FollowingMeter`).
+    """
     gain = 10.0 ** (gain_db / 20.0)
     limiter = PeakLimiter(sample_rate=sample_rate, channels=channels, ceiling_dbtp=ceiling_dbtp)
-    with open_writer(
-        path, sample_rate=sample_rate, channels=channels, codec="mp3", bitrate_kbps=bitrate_kbps
-    ) as writer:
-        for block in blocks:
-            writer.write(limiter.process(block * gain))
-        writer.write(limiter.flush())
-    return limiter.max_reduction_db
+    meter = LoudnessMeter(sample_rate=sample_rate, channels=channels) if measure_limited else None
+    follower: _FollowingMeter | None = None
+    path.unlink(missing_ok=True)  # the follower must see only the file this render writes
+    try:
+        with open_writer(
+            path, sample_rate=sample_rate, channels=channels, codec="mp3", bitrate_kbps=bitrate_kbps
+        ) as writer, _BackgroundWrites(writer.write) as write:
+            follower = _FollowingMeter(path, channels=channels, block_frames=block_frames)
+            for block in itertools.chain(blocks, [None]):
+                limited = limiter.flush() if block is None else limiter.process(block * gain)
+                write(limited)
+                if meter is not None:
+                    meter.add(limited)
+    except BaseException:
+        if follower is not None:
+            follower.abandon()
+        raise
+    streamed = follower.finish()
+    lufs = meter.integrated_lufs() if meter is not None else float("nan")
+    return limiter.max_reduction_db, lufs, streamed
 
+
+class _BackgroundWrites:
+    """Call ``write`` on a thread of its own, a few blocks behind the caller.
+
+    The MP3 encoder is a child process fed through a pipe: written from the caller's
+    thread, decoding and limiting the next block would wait while the encoder empties
+    the pipe, and the encoder would wait for that block. With a queue of ``depth`` blocks
+    between them both cores work. Leaving the ``with`` block waits for the writes; an
+    error of ``write`` is raised there (or by the next call).
+    """
+
+    def __init__(self, write: Callable[[np.ndarray], None], *, depth: int = 4) -> None:
+        self._write = write
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="mp3-writer", daemon=True)
+
+    def _run(self) -> None:
+        while (block := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._write(block)
+                except BaseException as exc:  # handed to the caller's thread
+                    self._error = exc
+
+    def __call__(self, block: np.ndarray) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(block)
+
+    def __enter__(self) -> _BackgroundWrites:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if exc_type is None and self._error is not None:
+            raise self._error
+
+
+
+# --------------------------------------------------------------------------- measuring the MP3
+
+_MP3_BITRATES_KBPS = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+_MP3_RATES_HZ = (44100, 48000, 32000)
+_MP3_FRAME_SAMPLES = 1152
+_LAME_DELAY = 576
+"""Encoder delay LAME writes into the LAME tag (MPEG-1 Layer III)."""
+_DECODER_DELAY = 529
+"""Samples the decoder adds before the encoder delay (FFmpeg trims delay + 529)."""
+_HOLD_FRAMES = 8192
+"""Decoded frames held back until the end, which the encoder's padding is cut from."""
+
+
+class _FollowingMeter:
+    """Decode and measure an MP3 while its encoder writes it, on a thread of its own.
+
+    Every complete MPEG-1 Layer III frame after the Xing/Info frame is decoded with a fresh
+    decoder as it lands in the file; the first ``576 + 529`` samples (LAME's delay and the
+    decoder's) are dropped and the rest is fed to the meters in blocks of ``block_frames``,
+    the samples and blocks :func:`pod_audio.loudness.measure` sees when it reads the
+    finished file. When the encoder is done, the LAME tag it wrote last gives the real
+    delay, padding and frame count: if any of them disagrees with what was assumed or
+    decoded, or the stream is anything else, :meth:`finish` returns ``None`` and the caller
+    measures the file after all. So the result is always a measurement of the file.
+    """
+
+    def __init__(self, path: Path, *, channels: int, block_frames: int) -> None:
+        self._path = path
+        self._channels = channels
+        self._block_frames = block_frames
+        self._written = threading.Event()
+        self._abandoned = False
+        self._result: LoudnessReport | None = None
+        self._thread = threading.Thread(target=self._run, name="mp3-meter", daemon=True)
+        self._thread.start()
+
+    def finish(self) -> LoudnessReport | None:
+        """Call once the file is complete: the measurement, or ``None`` (measure the file)."""
+        self._written.set()
+        self._thread.join()
+        return self._result
+
+    def abandon(self) -> None:
+        """Stop without a result (the render failed or will be repeated)."""
+        self._abandoned = True
+        self._written.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._follow()
+        except Exception:  # anything unexpected: the caller measures the file instead
+            self._result = None
+
+    def _follow(self) -> LoudnessReport | None:
+        while not self._path.exists():
+            if self._written.wait(0.02):
+                if self._abandoned or not self._path.exists():
+                    return None
+        decoder = av.CodecContext.create("mp3float", "r")
+        pending = np.zeros((0, self._channels), dtype=np.float32)  # decoded, not yet fed
+        skip = _LAME_DELAY + _DECODER_DELAY
+        decoded = 0
+        audio_frames = 0
+        sample_rate = 0
+        info_at = -1  # file offset of the Xing/Info frame
+        meters: tuple[LoudnessMeter, TruePeakMeter] | None = None
+        buf = bytearray()
+        base = 0  # file offset of buf[0]
+        pos = 0  # parse position in buf
+        with open(self._path, "rb") as fh:
+            while True:
+                complete = self._written.is_set()
+                if self._abandoned:
+                    return None
+                chunk = fh.read(1 << 20)
+                buf += chunk
+                frames: list[bytes] = []
+                while True:
+                    if info_at < 0:
+                        if len(buf) - pos < 10:
+                            break
+                        if buf[pos : pos + 3] == b"ID3":  # the muxer's own tag
+                            size = 10 + ((buf[pos + 6] & 0x7F) << 21 | (buf[pos + 7] & 0x7F) << 14
+                                         | (buf[pos + 8] & 0x7F) << 7 | (buf[pos + 9] & 0x7F))
+                            if buf[pos + 5] & 0x10:
+                                size += 10
+                            if len(buf) - pos < size:
+                                break
+                            pos += size
+                            continue
+                    if len(buf) - pos < 4:
+                        break
+                    header = buf[pos : pos + 4]
+                    if header[0] != 0xFF or header[1] & 0xFE != 0xFA:  # MPEG-1 Layer III
+                        return None
+                    rate_index = (header[2] >> 2) & 3
+                    bitrate = _MP3_BITRATES_KBPS[header[2] >> 4] if header[2] >> 4 < 15 else 0
+                    if rate_index == 3 or bitrate == 0:
+                        return None
+                    length = 144000 * bitrate // _MP3_RATES_HZ[rate_index] + ((header[2] >> 1) & 1)
+                    if len(buf) - pos < length:
+                        break
+                    if info_at < 0:
+                        if bytes(buf[pos + 36 : pos + 40]) not in (b"Xing", b"Info"):
+                            return None
+                        info_at = base + pos
+                        sample_rate = _MP3_RATES_HZ[rate_index]
+                    else:
+                        frames.append(bytes(buf[pos : pos + length]))
+                    pos += length
+                if pos > (1 << 20):
+                    del buf[:pos]
+                    base += pos
+                    pos = 0
+                parts = [pending]
+                for data in frames:
+                    audio_frames += 1
+                    for frame in decoder.decode(av.Packet(data)):
+                        parts.append(frame.to_ndarray().T)
+                if len(parts) > 1:
+                    pending = np.concatenate(parts)
+                    if skip:
+                        drop = min(skip, pending.shape[0])
+                        pending = pending[drop:]
+                        skip -= drop
+                        decoded += drop
+                if meters is None and sample_rate:
+                    meters = (
+                        LoudnessMeter(sample_rate=sample_rate, channels=self._channels),
+                        TruePeakMeter(sample_rate=sample_rate, channels=self._channels),
+                    )
+                if meters is not None:
+                    pending, fed = _feed_whole_blocks(pending, meters, self._block_frames,
+                                                      hold=_HOLD_FRAMES)
+                    decoded += fed
+                if complete and not chunk:
+                    break
+                if not chunk:
+                    self._written.wait(0.02)
+            for frame in decoder.decode(None):
+                pending = np.concatenate((pending, frame.to_ndarray().T))
+            if meters is None or info_at < 0:
+                return None
+            fh.seek(info_at)
+            info = fh.read(1 << 12)
+        delay, padding, counted = _lame_tag(info)
+        if delay != _LAME_DELAY or counted != audio_frames:
+            return None
+        decoded += pending.shape[0]
+        if decoded != audio_frames * _MP3_FRAME_SAMPLES:
+            return None
+        keep = pending.shape[0] - (padding - _DECODER_DELAY)
+        if keep < 0 or padding < _DECODER_DELAY:
+            return None
+        tail = pending[:keep]
+        for start in range(0, tail.shape[0], self._block_frames):
+            for meter in meters:
+                meter.add(tail[start : start + self._block_frames])
+        loudness, peaks = meters
+        return LoudnessReport(
+            integrated_lufs=loudness.integrated_lufs(),
+            true_peak_dbtp=peaks.true_peak_dbtp(),
+            sample_peak_dbfs=peaks.sample_peak_dbfs(),
+            duration_s=loudness.duration_s,
+        )
+
+
+def _feed_whole_blocks(
+    pending: np.ndarray, meters: Iterable[LoudnessMeter | TruePeakMeter], block_frames: int,
+    *, hold: int,
+) -> tuple[np.ndarray, int]:
+    """Feed the whole ``block_frames`` blocks of ``pending`` that leave at least ``hold``
+    frames behind; returns what is left and how many frames were fed."""
+    blocks = max(0, (pending.shape[0] - hold) // block_frames)
+    if blocks == 0:
+        return pending, 0
+    fed = blocks * block_frames
+    for start in range(0, fed, block_frames):
+        block = pending[start : start + block_frames]
+        for meter in meters:
+            meter.add(block)
+    return pending[fed:].copy(), fed
+
+
+def _lame_tag(info_frame: bytes) -> tuple[int, int, int]:
+    """(encoder delay, padding, audio frames) from a Xing/Info frame with a LAME tag;
+    ``(-1, -1, -1)`` when it has none of them."""
+    at = info_frame.find(b"Info")
+    at = info_frame.find(b"Xing") if at < 0 else at
+    if at < 0:
+        return -1, -1, -1
+    flags = int.from_bytes(info_frame[at + 4 : at + 8], "big")
+    if not flags & 1:
+        return -1, -1, -1
+    frames = int.from_bytes(info_frame[at + 8 : at + 12], "big")
+    tag = at + 8 + 4 * bool(flags & 1) + 4 * bool(flags & 2) + 100 * bool(flags & 4) + 4 * bool(flags & 8)
+    # LAME extension: 9-byte encoder string, then 12 bytes of fields, then delay/padding.
+    packed = int.from_bytes(info_frame[tag + 21 : tag + 24], "big")
+    return packed >> 12, packed & 0xFFF, frames

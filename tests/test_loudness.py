@@ -9,12 +9,18 @@ import numpy as np
 import pytest
 from scipy.signal import sosfreqz
 
+from pod_audio.io import iter_blocks
 from pod_audio.loudness import (
     LoudnessMeter,
     TruePeakMeter,
+    candidate_spans,
     channel_weights,
+    concat_ranges,
+    interpolator,
     k_weighting_sos,
+    max_abs_over_channels,
     measure,
+    oversampling_factor,
 )
 from tests import audio_factory as af
 
@@ -214,3 +220,57 @@ def test_meters_reject_wrong_shapes() -> None:
     mono = LoudnessMeter(sample_rate=48000, channels=1)
     mono.add(np.zeros(10))  # 1-D is mono
     assert mono.frames == 10
+
+
+# --------------------------------------------------------------------------- skipped oversampling
+
+
+def _full_true_peak(signal: np.ndarray, sample_rate: int) -> float:
+    """True peak with every sample oversampled (no stretch skipped), linear."""
+    interp = interpolator(oversampling_factor(sample_rate), 32)
+    history = np.zeros((interp.per_phase - 1, signal.shape[1]))
+    padded = np.concatenate((history, signal, history))
+    return max(float(np.max(np.abs(signal))), float(np.max(interp.peaks(padded))))
+
+
+def test_skipped_oversampling_matches_full_on_real_audio() -> None:
+    path = af.jfk_path()
+    if not path.exists():
+        pytest.skip(f"fixture missing: {path}")
+    signal = np.concatenate(list(iter_blocks(path, clip=False)))
+    for gain_db in (0.0, 12.0):  # as recorded, and louder than full scale
+        gained = signal * 10 ** (gain_db / 20)
+        meter = TruePeakMeter(sample_rate=16000, channels=signal.shape[1])
+        _feed(meter, gained, 4096)
+        full = 20 * math.log10(_full_true_peak(gained.astype(np.float64), 16000))
+        assert meter.true_peak_dbtp() == pytest.approx(full, abs=0.1)
+        assert meter.true_peak_dbtp() > meter.sample_peak_dbfs()
+
+
+def test_run_peaks_equals_peaks_of_each_stretch() -> None:
+    interp = interpolator(4, 32)
+    rng = np.random.default_rng(3)
+    extended = rng.standard_normal((31 + 5000, 2)).astype(np.float32)
+    starts = np.array([0, 100, 2048, 4990])
+    stops = np.array([64, 101, 3000, 5000])
+    batched = interp.run_peaks(extended, starts, stops)
+    one_by_one = np.concatenate([interp.peaks(extended[a : b + 31]) for a, b in zip(starts, stops)])
+    assert batched.shape == (int(np.sum(stops - starts)),)
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def test_candidate_spans_never_skip_an_exceeding_output() -> None:
+    interp = interpolator(4, 32)
+    rng = np.random.default_rng(9)
+    extended = rng.standard_normal((31 + 20000, 1))
+    extended *= np.linspace(0.01, 1.0, extended.shape[0])[:, np.newaxis] ** 4  # quiet, then loud
+    frames = extended.shape[0] - 31
+    threshold = 1.0
+    starts, stops = candidate_spans(
+        max_abs_over_channels(extended), frames=frames, interp=interp, threshold=threshold
+    )
+    covered = np.zeros(frames, dtype=bool)
+    covered[concat_ranges(starts, stops - starts)] = True
+    exceeding = interp.peaks(extended) > threshold
+    assert exceeding.any() and not covered.all()  # the test means something
+    assert not np.any(exceeding & ~covered)

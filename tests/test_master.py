@@ -11,6 +11,7 @@ import pytest
 from mutagen.id3 import ID3
 
 from pod_audio.errors import SilentAudioError
+from pod_audio import master
 from pod_audio.io import iter_blocks, probe
 from pod_audio.loudness import TruePeakMeter, measure
 from pod_audio.master import (
@@ -308,3 +309,80 @@ def test_decoded_render_is_streamable(tmp_path: Path, sources: dict[str, Path]) 
     render_final(main_path=sources["mono"], out_path=out)
     blocks = list(iter_blocks(out, block_frames=44100))
     assert sum(b.shape[0] for b in blocks) == pytest.approx(6.0 * 44100, abs=0.05 * 44100)
+
+
+def test_deferred_limiter_measurement_gives_the_solver_gain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Speech whose loudest syllables the gain pushes a little over the ceiling: the first
+    # render measures the limited loudness itself instead of a pass before it.
+    speech = af.speech_like(duration_s=20.0, sample_rate=44100, channels=2, level_dbfs=-22, seed=11)
+    source = af.write_audio(tmp_path / "speech.flac", speech, sample_rate=44100, bits=24)
+    deferred: list[bool] = []
+    can_defer = master._LevelSolver.can_defer
+
+    def spy(self: master._LevelSolver, *args: object, **kwargs: object) -> bool:
+        deferred.append(can_defer(self, *args, **kwargs))
+        return deferred[-1]
+
+    monkeypatch.setattr(master._LevelSolver, "can_defer", spy)
+    report = render_final(main_path=source, out_path=tmp_path / "deferred.mp3", target_lufs=-17.5)
+    assert deferred == [True]
+    assert report.limiter_max_db > 0
+    _assert_mastered(tmp_path / "deferred.mp3", report, target_lufs=-17.5)
+
+    monkeypatch.setattr(master._LevelSolver, "can_defer", lambda self, *a, **k: False)
+    solved = render_final(main_path=source, out_path=tmp_path / "solved.mp3", target_lufs=-17.5)
+    assert report.gain_db == pytest.approx(solved.gain_db, abs=1e-9)
+    assert report.lufs_out == pytest.approx(solved.lufs_out, abs=0.01)
+    assert report.true_peak_dbtp == pytest.approx(solved.true_peak_dbtp, abs=0.01)
+
+
+def test_peak_profile_sees_peaks_over_the_ceiling() -> None:
+    profile = master._PeakProfile(sample_rate=44100)
+    speech = af.speech_like(duration_s=10.0, sample_rate=44100, channels=2, level_dbfs=-20)
+    for start in range(0, speech.shape[0], 3000):  # block edges off the 100 ms grid
+        profile.add(speech[start : start + 3000])
+    peak_db = 20 * math.log10(float(np.max(np.abs(speech))))
+    assert profile.limiter_loss_lu(0.0, ceiling_dbtp=peak_db + 0.5) == 0.0
+    small = profile.limiter_loss_lu(1.0, ceiling_dbtp=peak_db)
+    large = profile.limiter_loss_lu(12.0, ceiling_dbtp=peak_db)
+    assert 0.0 < small < large
+
+
+def _measured_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the files render_final measures by decoding them after the fact."""
+    calls: list[str] = []
+    real_measure = master.measure
+
+    def spy(path: Path, **kwargs: object):
+        calls.append(Path(path).name)
+        return real_measure(path, **kwargs)
+
+    monkeypatch.setattr(master, "measure", spy)
+    return calls
+
+
+def test_mp3_measured_while_written_equals_measuring_the_file(
+    tmp_path: Path, sources: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _measured_paths(monkeypatch)
+    out = tmp_path / "episode.mp3"
+    report = render_final(main_path=sources["quiet"], out_path=out, block_frames=4096)
+    assert not any(name.endswith(".partial.mp3") for name in calls)  # measured on the way
+    after = measure(out, block_frames=4096)
+    assert report.lufs_out == pytest.approx(after.integrated_lufs, abs=1e-9)
+    assert report.true_peak_dbtp == pytest.approx(after.true_peak_dbtp, abs=1e-9)
+    assert report.duration_s == pytest.approx(after.duration_s, abs=1e-9)
+
+
+def test_mp3_measured_after_when_the_lame_tag_disagrees(
+    tmp_path: Path, sources: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _measured_paths(monkeypatch)
+    monkeypatch.setattr(master, "_LAME_DELAY", 577)  # not what the encoder writes
+    out = tmp_path / "episode.mp3"
+    report = render_final(main_path=sources["mono"], out_path=out)
+    assert any(name.endswith(".partial.mp3") for name in calls)  # fell back to the file
+    _assert_mastered(out, report, target_lufs=-19.0)
+    assert [p.name for p in tmp_path.iterdir()] == ["episode.mp3"]
