@@ -148,7 +148,7 @@ class LoudnessMeter:
         if self._weights.shape != (self.channels,):
             raise ValueError(f"need {channels} channel weights, got {len(self._weights)}")
         self._sos = k_weighting_sos(self.sample_rate)
-        self._zi = np.zeros((self._sos.shape[0], 2, self.channels))
+        self._zi = np.zeros((self._sos.shape[0], self.channels, 2))
         self._frames = 0
         self._sub_index = 0  # index of the 100 ms sub-block being filled
         self._sub_energy = 0.0  # weighted sum of squares in it so far
@@ -176,10 +176,10 @@ class LoudnessMeter:
         n = data.shape[0]
         if n == 0:
             return
-        filtered, self._zi = sosfilt(
-            self._sos, data.astype(np.float64, copy=False), axis=0, zi=self._zi
-        )
-        energy = np.square(filtered) @ self._weights  # (frames,)
+        # Channels first: sosfilt filters along the last axis, and converts the block to
+        # float64 in the one copy it makes.
+        filtered, self._zi = sosfilt(self._sos, data.T, axis=-1, zi=self._zi)
+        energy = self._weights @ np.square(filtered, out=filtered)  # (frames,)
         cumulative = np.concatenate(([0.0], np.cumsum(energy)))
         start = self._frames
         stop = start + n

@@ -79,6 +79,8 @@ _CORRECT_ABOVE_LU = 0.2
 _CEILING_MARGIN_DB = 0.5
 """The limiter's ceiling sits this far below the true-peak limit, for MP3 coding overshoot."""
 _MAX_RENDERS = 4
+_MEASURE_BLOCK_FRAMES = 65536
+"""Blocks in which the codec excerpt's MP3 is measured (:func:`measure`'s default)."""
 
 
 def default_target_lufs(channels: int) -> float:
@@ -539,22 +541,25 @@ class _PeakProfile:
 
     def __init__(self, *, sample_rate: int) -> None:
         self._step = max(1, sample_rate // 10)
-        self._held = np.zeros((0,), dtype=np.float32)
+        self._held: np.ndarray | None = None  # frames of the 100 ms not yet complete
         self._peaks = array("f")
         self._powers = array("f")
 
     def add(self, block: np.ndarray) -> None:
         """Take in the next ``(frames, channels)`` block of the programme."""
-        mono = max_abs_over_channels(block)
-        power = np.mean(np.square(block, dtype=np.float32), axis=1)
-        data = np.stack((np.concatenate((self._held[0::2], mono)),
-                         np.concatenate((self._held[1::2], power))), axis=1)
+        data = np.asarray(block, dtype=np.float32)
+        if self._held is not None and self._held.shape[0]:
+            data = np.concatenate((self._held, data))
         whole = data.shape[0] - data.shape[0] % self._step
         if whole:
-            parts = data[:whole].reshape(-1, self._step, 2)
-            self._peaks.extend(parts[:, :, 0].max(axis=1).tolist())
-            self._powers.extend(parts[:, :, 1].mean(axis=1).tolist())
-        self._held = data[whole:].reshape(-1).copy()
+            # Every 100 ms as one row of all its samples: the peak and mean square of a
+            # row are those over its frames and channels.
+            rows = np.ascontiguousarray(data[:whole]).reshape(whole // self._step, -1)
+            peaks = np.maximum(rows.max(axis=1), -rows.min(axis=1))
+            powers = np.einsum("ij,ij->i", rows, rows) / rows.shape[1]
+            self._peaks.extend(peaks.tolist())
+            self._powers.extend(powers.tolist())
+        self._held = data[whole:].copy()
 
     def limiter_loss_lu(self, gain_db: float, *, ceiling_dbtp: float) -> float:
         """Estimated loudness the limiter takes away at ``gain_db``, LU (an overestimate
@@ -703,22 +708,35 @@ def _codec_offset_db(
     meter = LoudnessMeter(sample_rate=sample_rate, channels=channels)
     excerpt_frames = int(excerpt_s * sample_rate)
     path = scratch_dir / f".codec-check-{uuid.uuid4().hex[:8]}.mp3"
+    follower: _FollowingMeter | None = None
     try:
+        # As in the render: the encoder is fed from a thread of its own and the MP3 is
+        # measured while it is written (or afterwards, if that cannot be confirmed).
         with open_writer(
             path, sample_rate=sample_rate, channels=channels, codec="mp3", bitrate_kbps=bitrate_kbps
-        ) as writer, closing(blocks):
+        ) as writer, closing(blocks), _BackgroundWrites(writer.write) as write:
+            follower = _FollowingMeter(path, channels=channels, block_frames=_MEASURE_BLOCK_FRAMES)
+            written = 0
             for block in blocks:
                 limited = limiter.process(block * gain)
                 meter.add(limited)
-                writer.write(limited)
-                if writer.frames_written >= excerpt_frames:
+                write(limited)
+                written += limited.shape[0]
+                if written >= excerpt_frames:
                     break
             else:
                 tail = limiter.flush()
                 meter.add(tail)
-                writer.write(tail)
+                write(tail)
+    except BaseException:
+        if follower is not None:
+            follower.abandon()
+        path.unlink(missing_ok=True)
+        raise
+    try:
+        streamed = follower.finish()
         before = meter.integrated_lufs()
-        after = measure(path).integrated_lufs
+        after = (streamed or measure(path, block_frames=_MEASURE_BLOCK_FRAMES)).integrated_lufs
     finally:
         path.unlink(missing_ok=True)
     if not (math.isfinite(before) and math.isfinite(after)):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.signal import sosfreqz
+from scipy.signal import sosfilt, sosfreqz
 
 from pod_audio.io import iter_blocks
 from pod_audio.loudness import (
@@ -145,6 +145,26 @@ def test_block_size_does_not_matter(block_frames: int) -> None:
     # Oversampling runs in float32 FFT convolutions: equal to ~1e-6 dB.
     assert peaks.true_peak_dbtp() == pytest.approx(peaks_whole.true_peak_dbtp(), abs=1e-4)
     assert loud.frames == signal.shape[0]
+
+
+def test_gating_blocks_are_k_weighted_mean_squares_for_every_channel() -> None:
+    # 5.1 in float32, fed in blocks off the 100 ms grid: each 400 ms gating block is the
+    # weighted mean square of the K-weighted channels, filtered as one signal.
+    rate = 44100
+    signal = np.stack(
+        [af.noise(duration_s=1.3, sample_rate=rate, seed=seed)[:, 0] * (0.5 + 0.2 * seed)
+         for seed in range(6)], axis=1
+    ).astype(np.float32)
+    meter = LoudnessMeter(sample_rate=rate, channels=6)
+    _feed(meter, signal, 3001)
+    filtered = sosfilt(k_weighting_sos(rate), signal.astype(np.float64), axis=0)
+    energy = np.square(filtered) @ np.asarray(channel_weights(6))
+    step = rate // 10
+    expected = [
+        -0.691 + 10 * math.log10(float(np.mean(energy[k * step : k * step + 4 * step])))
+        for k in range(signal.shape[0] // step - 3)
+    ]
+    assert meter.block_loudness_lufs() == pytest.approx(expected, abs=1e-9)
 
 
 def test_odd_sample_rate_sub_blocks() -> None:

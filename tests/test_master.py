@@ -350,6 +350,45 @@ def test_peak_profile_sees_peaks_over_the_ceiling() -> None:
     assert 0.0 < small < large
 
 
+def test_peak_profile_is_peak_and_mean_square_of_every_100_ms() -> None:
+    speech = af.speech_like(duration_s=2.35, sample_rate=44100, channels=2, level_dbfs=-20)
+    profile = master._PeakProfile(sample_rate=44100)
+    for start in range(0, speech.shape[0], 3001):
+        profile.add(speech[start : start + 3001])
+    rows = speech[: speech.shape[0] // 4410 * 4410].reshape(-1, 4410 * 2).astype(np.float64)
+    assert len(profile._peaks) == len(profile._powers) == 23  # the last 50 ms are held
+    assert list(profile._peaks) == pytest.approx(np.max(np.abs(rows), axis=1), rel=1e-6)
+    assert list(profile._powers) == pytest.approx(np.mean(rows**2, axis=1), rel=1e-4)
+
+
+def test_codec_offset_is_the_measured_change_of_the_excerpt(tmp_path: Path) -> None:
+    # The excerpt's MP3 is measured while it is encoded: the offset equals encoding the
+    # same limited excerpt and measuring the finished file.
+    from pod_audio.io import open_writer
+    from pod_audio.loudness import LoudnessMeter
+
+    speech = af.speech_like(duration_s=4.0, sample_rate=44100, channels=2, level_dbfs=-20)
+    blocks = [speech[start : start + 20000] for start in range(0, speech.shape[0], 20000)]
+    offset = master._codec_offset_db(
+        (block for block in blocks), gain_db=6.0, ceiling_dbtp=-1.5, sample_rate=44100, channels=2,
+        bitrate_kbps=128, scratch_dir=tmp_path, excerpt_s=2.0,
+    )
+    limiter = PeakLimiter(sample_rate=44100, channels=2, ceiling_dbtp=-1.5)
+    meter = LoudnessMeter(sample_rate=44100, channels=2)
+    path = tmp_path / "reference.mp3"
+    with open_writer(path, sample_rate=44100, channels=2, codec="mp3") as writer:
+        for block in blocks:
+            limited = limiter.process(block * 10 ** (6.0 / 20))
+            meter.add(limited)
+            writer.write(limited)
+            if writer.frames_written >= 2 * 44100:
+                break
+    expected = measure(path).integrated_lufs - meter.integrated_lufs()
+    assert offset == pytest.approx(expected, abs=1e-9)
+    assert offset != 0.0
+    assert [p.name for p in tmp_path.iterdir()] == ["reference.mp3"]  # no scratch file left
+
+
 def _measured_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record the files render_final measures by decoding them after the fact."""
     calls: list[str] = []
