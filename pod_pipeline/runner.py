@@ -134,7 +134,11 @@ def reap_dead_runs(instance: dg.DagsterInstance, catalog) -> list[str]:
     for record in records:
         run = record.dagster_run
         pid = run.tags.get(PID_TAG, "")
-        if not pid.isdigit() or _process_alive(int(pid)):
+        if not pid.isdigit():
+            continue
+        # This process has started no run yet: a run tagged with its pid is a dead
+        # process's whose pid came round again (a restarted container starts from 1).
+        if int(pid) != os.getpid() and _process_alive(int(pid)):
             continue
         message = f"run {run.run_id} died: its process {pid} is gone (killed or crashed)"
         instance.report_run_failed(run, message)
