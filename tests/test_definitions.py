@@ -95,3 +95,44 @@ def test_runner_refuses_settings_other_than_the_environment(tmp_path, monkeypatc
     monkeypatch.setenv("POD_HOME", str(tmp_path / "a"))
     with pytest.raises(ValueError, match="from the environment"):
         run_once(load_settings({"POD_HOME": str(tmp_path / "b")}))
+
+
+def test_reaping_finds_dead_runs_including_one_whose_pid_came_round_again(tmp_path):
+    """A restarted container hands out the same small pids: a STARTED run tagged with this
+    very process's pid cannot be running (this process has started none), so it is reaped;
+    one tagged with a live process's pid is left alone."""
+    import os
+    import socket
+    import subprocess
+
+    from dagster._core.test_utils import create_run_for_test
+
+    from pod_pipeline.runner import HOST_TAG, PID_TAG, reap_dead_runs
+    from pod_resources.catalog import Catalog
+
+    host = socket.gethostname()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    try:
+        with dg.instance_for_test() as instance:
+            started = dg.DagsterRunStatus.STARTED
+            runs = {
+                name: create_run_for_test(
+                    instance, status=started, tags={HOST_TAG: host, PID_TAG: str(pid)}
+                ).run_id
+                for name, pid in (("own", os.getpid()), ("live", live.pid), ("gone", gone.pid))
+            }
+            other_host = create_run_for_test(
+                instance, status=started, tags={HOST_TAG: "elsewhere", PID_TAG: str(gone.pid)}
+            ).run_id
+            messages = reap_dead_runs(instance, Catalog(f"sqlite:///{tmp_path / 'c.db'}"))
+
+            status = {name: instance.get_run_by_id(run_id).status for name, run_id in runs.items()}
+            assert status == {"own": dg.DagsterRunStatus.FAILURE, "live": started,
+                              "gone": dg.DagsterRunStatus.FAILURE}
+            assert instance.get_run_by_id(other_host).status == started
+            assert len(messages) == 2
+    finally:
+        live.kill()
+        live.wait()
