@@ -10,6 +10,7 @@ from pod_assets import layout
 from pod_assets.cleaned_audio import cleaned_audio
 from pod_assets.partitions import episode_partitions
 from pod_assets.status import TRANSIENT_RETRY_POLICY, EpisodeInputError, episode_step
+from pod_audio.cuts import CutList
 from pod_audio.io import probe
 from pod_audio.master import default_target_lufs, render_final
 from pod_audio.tags import EpisodeTags
@@ -47,6 +48,24 @@ def _fetch_jingle(store: ObjectStore, key: str | None, scratch: Path, name: str)
     return path
 
 
+_SET_TOLERANCE_S = 0.01
+
+
+def _check_cleaned_matches_cut_list(store: ObjectStore, episode_id: str, cleaned_s: float) -> None:
+    """``cleaned_audio`` writes its three outputs one after another; a run cut short between
+    them leaves a mixed set. Master only audio that the stored cut list (and so the stored
+    cleaned transcript) describes."""
+    cleaned_key = layout.episode_key(episode_id, layout.CLEANED_AUDIO)
+    cut_list_key = layout.episode_key(episode_id, layout.CUT_LIST)
+    kept_s = CutList.from_json(store.read_bytes(cut_list_key)).kept_duration_s
+    if abs(kept_s - cleaned_s) > _SET_TOLERANCE_S:
+        raise EpisodeInputError(
+            f"{cleaned_key} is {cleaned_s:.3f} s long but {cut_list_key} keeps {kept_s:.3f} s: "
+            "they come from different cleaning runs (one was cut short); "
+            "materialise cleaned_audio again"
+        )
+
+
 @dg.asset(
     partitions_def=episode_partitions,
     deps=[cleaned_audio],
@@ -82,6 +101,7 @@ def final_episode(
             intro = _fetch_jingle(store, config.intro_key or show.intro_key, scratch, "intro")
             outro = _fetch_jingle(store, config.outro_key or show.outro_key, scratch, "outro")
             cleaned_info = probe(cleaned_path, decode_check=False)
+            _check_cleaned_matches_cut_list(store, episode.episode_id, cleaned_info.duration_s)
             target = config.target_lufs if config.target_lufs is not None else default_target_lufs(min(cleaned_info.channels, 2))
             out_path = scratch / layout.FINAL_EPISODE
             report = render_final(

@@ -130,3 +130,24 @@ def test_failing_blocking_check_stops_the_episode(pipeline):
     assert "transcript_timings_valid" in episode.last_error and "outside the audio" in episode.last_error
     assert not pipeline.store.exists(layout.episode_key(episode_id, layout.CLEANED_AUDIO))
     assert not result.asset_materializations_for_node("cleaned_audio")
+
+
+def test_final_episode_refuses_cleaned_audio_its_cut_list_does_not_describe(pipeline, tmp_path):
+    """A cleaning run cut short between its writes leaves new audio beside an old cut list:
+    nothing is mastered from that mix, and the message says what to run."""
+    episode_id = pipeline.register("jfk.flac", af.jfk_path())
+    pipeline.materialize([raw_audio, transcript, cleaned_audio], episode_id, raise_on_error=True)
+    cleaned_key = layout.episode_key(episode_id, layout.CLEANED_AUDIO)
+    other = af.write_audio(
+        tmp_path / "other.flac", af.speech_like(duration_s=4.0, sample_rate=44100), sample_rate=44100
+    )
+    pipeline.store.write_file(cleaned_key, other)  # the cut short run got this far
+
+    result = pipeline.materialize([final_episode], episode_id)
+
+    assert not result.success
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    episode = pipeline.catalog.get_episode(episode_id)
+    assert episode.status == EpisodeStatus.ERROR and episode.error_step == "final_episode"
+    assert cleaned_key in episode.last_error and "different cleaning runs" in episode.last_error
+    assert not pipeline.store.exists(layout.episode_key(episode_id, layout.FINAL_EPISODE))
