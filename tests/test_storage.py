@@ -217,11 +217,13 @@ def test_missing_key_raises_not_found_naming_key(any_store: ObjectStore, tmp_pat
 
 @pytest.mark.gcs
 def test_gcs_missing_key_costs_one_request(
-    gcs_store: GCSObjectStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    gcs_emulator_env: GCSEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The client library may probe bucket metadata from a background thread; switch that off
-    # so every request counted here is one the store made.
+    # The client library may fetch bucket metadata from a background thread, queued by any
+    # earlier call (creating the bucket, say); switch that off before the client makes its
+    # first request, so every request counted here is one the store made.
     monkeypatch.setenv("DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA", "1")
+    gcs_store = make_gcs_store(gcs_emulator_env)
     requests_made: list[str] = []
     session = gcs_store.get_client()._http
     session.hooks["response"].append(
