@@ -74,6 +74,17 @@ class PlannedEpisode:
     purged_at: datetime | None = None
     """For a purge cut short: the mark it left, which must still hold when deleting."""
 
+    @classmethod
+    def of(cls, episode: Episode, objects: tuple[PurgeObject, ...]) -> PlannedEpisode:
+        return cls(
+            episode_id=episode.episode_id,
+            status=episode.status,
+            status_changed_at=episode.status_changed_at,
+            source_generation=episode.source_generation,
+            objects=objects,
+            purged_at=episode.raw_purged_at,
+        )
+
     @property
     def bytes(self) -> int:
         return sum(obj.size for obj in self.objects)
@@ -274,9 +285,10 @@ def plan_purge(
     cutoff = now - retention
     candidates = catalog.purge_candidates(now=now, retention=retention)
     chosen = {episode.episode_id for episode in candidates}
+    episodes = catalog.list_episodes()
     kept = [
         KeptEpisode(episode.episode_id, _kept_reason(episode, cutoff))
-        for episode in catalog.list_episodes()
+        for episode in episodes
         if episode.raw_purged_at is None and episode.episode_id not in chosen
     ]
     eligible: list[PlannedEpisode] = []
@@ -293,16 +305,8 @@ def plan_purge(
         if objects is None:
             kept.append(KeptEpisode(episode.episode_id, REASON_NEW_VERSION))
             continue
-        eligible.append(
-            PlannedEpisode(
-                episode_id=episode.episode_id,
-                status=episode.status,
-                status_changed_at=episode.status_changed_at,
-                source_generation=episode.source_generation,
-                objects=objects,
-            )
-        )
-    unfinished = _unfinished_purges(catalog, store, failed)
+        eligible.append(PlannedEpisode.of(episode, objects))
+    unfinished = _unfinished_purges(catalog, store, episodes, failed)
     return PurgePlan(
         now=now,
         retention=retention,
@@ -314,11 +318,14 @@ def plan_purge(
 
 
 def _unfinished_purges(
-    catalog: Catalog, store: ObjectStore, failed: list[FailedEpisode]
+    catalog: Catalog,
+    store: ObjectStore,
+    episodes: list[Episode],
+    failed: list[FailedEpisode],
 ) -> list[PlannedEpisode]:
     """Episodes marked purged that still list a ``raw_audio`` artifact, with what is left."""
     unfinished: list[PlannedEpisode] = []
-    for episode in catalog.list_episodes():
+    for episode in episodes:
         if episode.raw_purged_at is None or "raw_audio" not in episode.artifacts:
             continue
         try:
@@ -328,16 +335,7 @@ def _unfinished_purges(
             continue
         if objects is None:
             continue  # a new version is waiting: its run restores the episode
-        unfinished.append(
-            PlannedEpisode(
-                episode_id=episode.episode_id,
-                status=episode.status,
-                status_changed_at=episode.status_changed_at,
-                source_generation=episode.source_generation,
-                objects=objects,
-                purged_at=episode.raw_purged_at,
-            )
-        )
+        unfinished.append(PlannedEpisode.of(episode, objects))
     return unfinished
 
 
