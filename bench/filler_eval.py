@@ -564,7 +564,7 @@ def fit_logistic(
 
 def fit(work: Path) -> str:
     """Fit the detector on the tuning sets; returns the constants for ``pod_audio/fillers.py``."""
-    jfk = fixtures_dir() / "jfk.flac"
+    jfk = JFK_PATH
     items = synthetic_set(
         work / "tune", seed=TUNE_SEED, n_files=40, sentences=SENTENCES_TUNE, voices=VOICES_TUNE
     ) + jfk_mix_set(work / "jfk_mix_dev", jfk_path=jfk, seed=JFK_MIX_DEV_SEED, n_files=20)
@@ -588,14 +588,13 @@ def fit(work: Path) -> str:
 # --------------------------------------------------------------------------- main
 
 
-def fixtures_dir() -> Path:
-    env = os.environ.get("POD_FIXTURES")
-    return Path(env) if env else REPO.parent / "shared" / "fixtures"
+JFK_PATH = REPO / "samples" / "jfk-inaugural-excerpt.flac"
+"""11 s of real, public-domain speech shipped with the project."""
 
 
 def build_sets(work: Path, *, quick: bool = False) -> dict[str, list[Item]]:
     n = 10 if quick else 40
-    jfk = fixtures_dir() / "jfk.flac"
+    jfk = JFK_PATH
     return {
         "synthetic_tune": synthetic_set(
             work / "tune", seed=TUNE_SEED, n_files=n, sentences=SENTENCES_TUNE, voices=VOICES_TUNE

@@ -264,18 +264,14 @@ def ensure_episode(spec: EpisodeSpec, *, out_dir: Path = OUT_DIR) -> Episode:
 # --------------------------------------------------------------------------- ASR sample
 
 
-def fixtures_dir() -> Path:
-    """Shared fixtures: ``$POD_FIXTURES``, else ``<repo>/../shared/fixtures``."""
-    env = os.environ.get("POD_FIXTURES")
-    return Path(env) if env else REPO.parent / "shared" / "fixtures"
+JFK_PATH = REPO / "samples" / "jfk-inaugural-excerpt.flac"
+"""11 s of real, public-domain speech shipped with the project."""
 
 
 def ensure_speech_sample(duration_s: float, *, seed: int = 7, out_dir: Path = OUT_DIR) -> Path:
     """Real speech for transcription: ``jfk.flac`` (11 s) repeated with pauses of 0.4-2.0 s
     (low noise, not digital silence) until ``duration_s``; 44.1 kHz stereo FLAC, cached."""
-    source = fixtures_dir() / "jfk.flac"
-    if not source.exists():
-        raise FileNotFoundError(f"{source} is missing; set POD_FIXTURES to the fixtures directory")
+    source = JFK_PATH
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"jfk_loop_{duration_s:g}s_seed{seed}_v{GENERATOR_VERSION}.flac"
     if path.exists():

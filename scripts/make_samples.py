@@ -1,6 +1,7 @@
 """Builds the sample episodes shipped in ``samples/`` (run once; the outputs are committed).
 
-* ``samples/jfk-inaugural-excerpt.flac``: 11 s of public-domain speech (1961 inaugural).
+* ``samples/jfk-inaugural-excerpt.flac``: 11 s of public-domain speech (1961 inaugural),
+  committed as is.
 * ``samples/studio-chat-with-fillers.mp3``: synthetic speech (espeak-ng) with "um"/"uh"
   fillers and pauses of 1.5-3 s, over a faint noise floor, as an MP3 upload.
 """
@@ -17,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures"
 RATE = 22050
 
 SCRIPT: list[tuple[str, float]] = [
@@ -66,7 +66,7 @@ def build_chat(out_path: Path) -> None:
 def main() -> int:
     samples = ROOT / "samples"
     samples.mkdir(exist_ok=True)
-    shutil.copyfile(FIXTURES / "jfk.flac", samples / "jfk-inaugural-excerpt.flac")
+    # samples/jfk-inaugural-excerpt.flac (the 1961 inaugural, public domain) is committed as is.
     build_chat(samples / "studio-chat-with-fillers.mp3")
     for path in sorted(samples.iterdir()):
         print(f"{path.name}: {path.stat().st_size} bytes")

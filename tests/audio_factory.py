@@ -24,7 +24,7 @@ Files are written with PyAV (the FFmpeg libraries in its wheel), no external bin
 
 :func:`ffmpeg_ebur128` runs the system ``ffmpeg`` (Debian package) as an independent
 loudness/true-peak reference; check :func:`has_ffmpeg` first. :func:`jfk_path` is the
-shared real-speech fixture (``$POD_FIXTURES`` or ``<repo>/../shared/fixtures``).
+real-speech sample shipped in ``samples/``.
 
 Typical use::
 
@@ -50,7 +50,7 @@ import numpy as np
 __all__ = [
     "FORMATS",
     "FileFormat",
-    "fixtures_dir",
+    "REPO",
     "jfk_path",
     "noise",
     "silence",
@@ -75,17 +75,13 @@ __all__ = [
 # --------------------------------------------------------------------------- fixtures
 
 
-def fixtures_dir() -> Path:
-    """Shared fixture directory: ``$POD_FIXTURES``, else ``<repo>/../shared/fixtures``."""
-    env = os.environ.get("POD_FIXTURES")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def jfk_path() -> Path:
-    """``jfk.flac``: 11 s of real speech, 44.1 kHz stereo, 24 bit."""
-    return fixtures_dir() / "jfk.flac"
+    """11 s of real, public-domain speech (1961 inaugural), 44.1 kHz stereo, 24 bit, shipped
+    in ``samples/``."""
+    return REPO / "samples" / "jfk-inaugural-excerpt.flac"
 
 
 # --------------------------------------------------------------------------- signals

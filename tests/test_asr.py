@@ -18,13 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 SR = 16000
 
 
-def _fixtures() -> Path:
-    env = os.environ.get("POD_FIXTURES")
-    return Path(env) if env else REPO.parent / "shared" / "fixtures"
-
-
-JFK = _fixtures() / "jfk.flac"
-needs_jfk = pytest.mark.skipif(not JFK.exists(), reason="fixture jfk.flac is missing")
+JFK = REPO / "samples" / "jfk-inaugural-excerpt.flac"
 
 
 def _write_wav(path: Path, samples: np.ndarray) -> Path:
@@ -57,7 +51,6 @@ def jfk_transcript() -> Transcript:
     return transcribe(JFK, workers=1)
 
 
-@needs_jfk
 def test_jfk_words_in_order_inside_duration(jfk_transcript: Transcript) -> None:
     assert jfk_transcript.engine == "pocketsphinx"
     assert jfk_transcript.engine_version == asr.engine_version() != "unknown"
@@ -70,12 +63,10 @@ def test_jfk_words_in_order_inside_duration(jfk_transcript: Transcript) -> None:
     assert texts.index("fellow") < texts.index("can")
 
 
-@needs_jfk
 def test_jfk_has_no_fillers(jfk_transcript: Transcript) -> None:
     assert jfk_transcript.filler_count <= 1
 
 
-@needs_jfk
 def test_parallel_split_shifts_times_exactly(tmp_path: Path) -> None:
     # "what your country can do for you, ask what you can do for your country", trimmed to
     # its sound, between two identical 1 s stretches of near silence; the file holds it twice.

@@ -14,16 +14,13 @@ from pod_resources.catalog import Catalog, CatalogResource
 from pod_resources.show import ShowResource
 from pod_resources.storage import LocalObjectStore, ObjectStore
 from pod_resources.transcriber import PocketsphinxTranscriberResource
-from tests.audio_factory import fixtures_dir
+from tests.audio_factory import jfk_path as _jfk_path
 
 
 
 @pytest.fixture(scope="session")
 def jfk_path() -> Path:
-    path = fixtures_dir() / "jfk.flac"
-    if not path.exists():
-        pytest.fail(f"speech fixture missing: {path} (set POD_FIXTURES)")
-    return path
+    return _jfk_path()
 
 
 @dataclass
