@@ -8,6 +8,11 @@
     episodes/<ep>/cleaned_transcript.json
     episodes/<ep>/episode.mp3
 
+Every version of an upload name is an episode of its own: version 1 has the name's id
+(:func:`episode_id_for`), version n the id ``<that id>-v<n>``
+(:func:`pod_resources.catalog.version_episode_id`), so a new version's objects never
+overwrite an earlier version's.
+
 Names from uploads are hostile input (``../``, NUL, 300 characters, right-to-left marks,
 emoji). Only :func:`episode_id_for` and :func:`raw_extension` turn them into key parts,
 and both return ``[a-z0-9-]`` strings, so nothing derived from a name can leave
@@ -19,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+
+from pod_resources.catalog.repository import version_episode_id
 
 UPLOADS_PREFIX = "uploads/"
 EPISODES_PREFIX = "episodes/"
@@ -63,12 +70,18 @@ def episode_id_for(object_name: str) -> str:
     """Stable, path-safe episode id for an upload name: ``<slug of stem>-<hash>``.
 
     The hash is of the full name, so two names with the same slug stay two episodes,
-    and the same name always maps to the same episode (a new version reprocesses it).
+    and the same name always maps to the same id: version 1's. Later versions (different
+    bytes under the same name) get ``<id>-v<n>``, see :func:`version_id`.
     """
     stem, _ = _stem_and_ext(object_name)
     slug = slugify(stem)[:_SLUG_MAX].strip("-") or "episode"
     digest = hashlib.sha256(_name_bytes(object_name)).hexdigest()[:_HASH_CHARS]
     return f"{slug}-{digest}"
+
+
+def version_id(object_name: str, version: int) -> str:
+    """Episode id of ``version`` of an upload name (``episode_id_for`` for version 1)."""
+    return version_episode_id(episode_id_for(object_name), version)
 
 
 def raw_extension(object_name: str) -> str:

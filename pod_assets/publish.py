@@ -4,6 +4,12 @@
 with the episode ids as config, and ``pod publish EPISODE_ID…`` runs that job.
 Reprocessing a published episode (a backfill) moves it back to ``processing`` and then
 ``processed``, like any other reprocessing.
+
+Versions: different bytes under the name of an existing episode are a new episode, version
+n of it (``<id>-v<n>``). Publishing a version takes over: in the same transaction the version
+of that name that was published becomes ``superseded`` (``superseded_by`` names the new one)
+and keeps its objects; its raw media goes with the retention like any finished episode's.
+At most one version of a name is ever ``published``.
 """
 
 from collections.abc import Iterable
@@ -13,7 +19,8 @@ from datetime import datetime
 import dagster as dg
 from pydantic import Field
 
-from pod_resources.catalog import Catalog, CatalogResource, EpisodeStatus
+from pod_assets import layout
+from pod_resources.catalog import Catalog, CatalogResource, Episode, EpisodeStatus
 
 
 @dataclass(frozen=True)
@@ -22,6 +29,8 @@ class PublishOutcome:
     published: bool
     reason: str | None = None
     """Why it was refused; ``None`` when published."""
+    superseded: tuple[str, ...] = ()
+    """The version of the same upload name that was published before and is now superseded."""
 
 
 def _refusal(catalog: Catalog, episode_id: str) -> str | None:
@@ -47,15 +56,60 @@ def publish_episodes(
     for episode_id in dict.fromkeys(episode_ids):
         reason = _refusal(catalog, episode_id)
         if reason is None:
-            if catalog.set_status(
-                episode_id, expected=EpisodeStatus.PROCESSED, new=EpisodeStatus.PUBLISHED, at=at
-            ):
-                outcomes.append(PublishOutcome(episode_id, published=True))
+            publication = catalog.publish(episode_id, at=at)
+            if publication.published:
+                outcomes.append(
+                    PublishOutcome(episode_id, published=True, superseded=publication.superseded)
+                )
                 continue
             now = _refusal(catalog, episode_id)
             reason = "changed while publishing" + (f": {now}" if now else "")
         outcomes.append(PublishOutcome(episode_id, published=False, reason=reason))
     return outcomes
+
+
+def describe_outcome(outcome: PublishOutcome) -> str:
+    """One line for the terminal and the run log."""
+    if not outcome.published:
+        return f"refused to publish {outcome.episode_id}: {outcome.reason}"
+    if outcome.superseded:
+        return f"published {outcome.episode_id}; superseded {', '.join(outcome.superseded)}"
+    return f"published {outcome.episode_id}"
+
+
+def version_note(catalog: Catalog, episode: Episode) -> str | None:
+    """For an episode that is a later version of an upload name: one line saying what it
+    means for the published version, if there is one; ``None`` otherwise."""
+    if episode.version == 1:
+        return None
+    live = [
+        e.episode_id
+        for e in catalog.versions(episode.root_id)
+        if e.status is EpisodeStatus.PUBLISHED and e.episode_id != episode.episode_id
+    ]
+    if not live:
+        return None
+    return (
+        f"{episode.episode_id} is version {episode.version} of published episode {live[0]}: "
+        f"processed beside it; {live[0]} stays published until `pod publish {episode.episode_id}`"
+    )
+
+
+def ingest_note(catalog: Catalog, object_name: str, content_md5: str | None) -> str | None:
+    """Before the upload sensor sees it: one line when an upload under ``object_name`` with
+    these bytes will be a new version of a published episode; ``None`` otherwise."""
+    root_id = layout.episode_id_for(object_name)
+    chain = catalog.versions(root_id)
+    if not chain or content_md5 is None or catalog.episode_with_content(content_md5):
+        return None  # a new episode, or a duplicate: no version
+    live = [e.episode_id for e in chain if e.status is EpisodeStatus.PUBLISHED]
+    if not live:
+        return None
+    return (
+        f"{layout.printable(object_name)} is a new version of published episode {live[0]}: "
+        f"`pod run` processes it beside {live[0]}, which stays published until the new "
+        "version is published"
+    )
 
 
 class PublishConfig(dg.Config):
@@ -70,6 +124,7 @@ def _outcome_table(outcomes: list[PublishOutcome]) -> dg.TableMetadataValue:
                     "episode_id": o.episode_id,
                     "result": "published" if o.published else "refused",
                     "reason": o.reason or "",
+                    "superseded": ", ".join(o.superseded),
                 }
             )
             for o in outcomes
@@ -79,6 +134,7 @@ def _outcome_table(outcomes: list[PublishOutcome]) -> dg.TableMetadataValue:
                 dg.TableColumn("episode_id"),
                 dg.TableColumn("result"),
                 dg.TableColumn("reason"),
+                dg.TableColumn("superseded"),
             ]
         ),
     )
@@ -97,9 +153,9 @@ def publish_episodes_op(
     refused = [o for o in outcomes if not o.published]
     for outcome in outcomes:
         if outcome.published:
-            context.log.info(f"published {outcome.episode_id}")
+            context.log.info(describe_outcome(outcome))
         else:
-            context.log.error(f"refused to publish {outcome.episode_id}: {outcome.reason}")
+            context.log.error(describe_outcome(outcome))
     yield dg.Output(
         outcomes,
         metadata={

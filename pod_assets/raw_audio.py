@@ -12,7 +12,7 @@ from pod_assets.status import TRANSIENT_RETRY_POLICY, EpisodeInputError, episode
 from pod_audio.io import iter_blocks, probe
 from pod_audio.silence import check_audible, measure_activity
 from pod_resources.catalog import CatalogResource, Episode
-from pod_resources.storage import ObjectStore
+from pod_resources.storage import ObjectInfo, ObjectStore
 
 DEFAULT_MAX_DURATION_S = 4 * 3600.0
 
@@ -27,13 +27,24 @@ def take_upload(store: ObjectStore, episode: Episode) -> str:
 
     The upload is copied first and deleted only if it is still the generation the catalog
     registered, so a newer upload under the same name is never lost (the upload sensor
-    starts a run for it). With no upload left, the raw copy from an earlier run is used.
+    registers it as a new version, with its own episode and run). With no upload left, the
+    raw copy from an earlier run is used.
+
+    Raw media is never overwritten with other bytes: each version of an upload name has its
+    own episode and so its own ``raw.<ext>``; the copy is pinned to the generation it
+    replaces (or to none), and raw media that exists with other bytes is refused.
     """
     raw_key = layout.raw_key(episode.episode_id, episode.source_name)
     upload_key = layout.upload_key(episode.source_name)
     upload = store.stat(upload_key)
     if upload is not None and upload.generation == episode.source_generation:
-        store.copy(upload_key, raw_key)
+        existing = store.stat(raw_key)
+        if existing is not None and not _same_bytes(existing, upload):
+            raise EpisodeInputError(
+                f"{raw_key} already holds other bytes than {upload_key} (generation "
+                f"{upload.generation}); refusing to overwrite raw media"
+            )
+        store.copy(upload_key, raw_key, if_generation_match=existing.generation if existing else 0)
         store.delete(upload_key, if_generation_match=upload.generation)
         return raw_key
     if episode.raw_purged_at is not None:
@@ -47,6 +58,12 @@ def take_upload(store: ObjectStore, episode: Episode) -> str:
         f"raw audio for {episode.episode_id} is missing: neither {upload_key} "
         f"(generation {episode.source_generation}) nor {raw_key} exists"
     )
+
+
+def _same_bytes(a: ObjectInfo, b: ObjectInfo) -> bool:
+    if a.size != b.size:
+        return False
+    return a.md5_hex is None or b.md5_hex is None or a.md5_hex == b.md5_hex
 
 
 @dg.asset(

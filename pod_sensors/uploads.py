@@ -4,8 +4,12 @@ One tick lists ``uploads/`` once and returns one :class:`dg.SensorResult`:
 
 * each upload not seen before (name and generation) is registered in the catalog;
 * new episodes get their dynamic partition;
-* each new upload or new version gets one run, keyed ``<episode>@<generation>`` so the
-  same bytes are never processed twice by accident, and a new version always is;
+* each new upload gets one run, keyed ``<episode>@<generation>`` so the same bytes are
+  never processed twice by accident;
+* different bytes under the name of an existing episode are a new version: a new episode
+  ``<episode>-v<n>`` with its own partition and run, processed beside the earlier versions,
+  which are not touched (a published one stays published until the new version is
+  published; see docs/catalog.md);
 * the same bytes under a second name are recorded as a duplicate of the first episode,
   with no run.
 
@@ -29,7 +33,13 @@ import dagster as dg
 from pod_assets import layout
 from pod_assets.jobs import process_episode_job
 from pod_assets.partitions import episode_partitions
-from pod_resources.catalog import Catalog, CatalogResource, RegistrationKind
+from pod_assets.publish import version_note
+from pod_resources.catalog import (
+    Catalog,
+    CatalogResource,
+    Registration,
+    RegistrationKind,
+)
 from pod_resources.storage import ObjectInfo, ObjectStore
 
 DEFAULT_MAX_RUNS_PER_TICK = 20
@@ -65,6 +75,17 @@ class UploadScan:
     failed: list[str] = field(default_factory=list)
     deferred: int = 0
     cursor: dict[str, int] = field(default_factory=dict)
+    new_versions: list[str] = field(default_factory=list)
+    """One readable line per upload that became a new version of an existing episode."""
+
+
+def new_version_line(catalog: Catalog, registration: Registration) -> str:
+    """What a new version means for the versions before it, in one line."""
+    episode = registration.episode
+    return version_note(catalog, episode) or (
+        f"{episode.episode_id} is version {episode.version} of episode {episode.root_id}: "
+        "processed beside the earlier versions, which are kept"
+    )
 
 
 def scan_uploads(
@@ -113,17 +134,23 @@ def scan_uploads(
         if registration.episode.source_generation != info.generation:
             # An older generation re-listed after a newer one was registered: nothing to do.
             continue
+        tags = {
+            "pod/episode": episode_id,
+            "pod/source_generation": str(info.generation),
+            "pod/trigger": "upload",
+        }
+        if registration.kind == RegistrationKind.NEW_VERSION:
+            line = new_version_line(catalog, registration)
+            log.info(line)
+            scan.new_versions.append(line)
+            tags["pod/version_of"] = registration.episode.root_id
         if not has_partition(episode_id) and episode_id not in scan.new_partitions:
             scan.new_partitions.append(episode_id)
         scan.run_requests.append(
             dg.RunRequest(
                 run_key=upload_run_key(episode_id, info.generation),
                 partition_key=episode_id,
-                tags={
-                    "pod/episode": episode_id,
-                    "pod/source_generation": str(info.generation),
-                    "pod/trigger": "upload",
-                },
+                tags=tags,
             )
         )
     scan.cursor = {name: gen for name, gen in handled.items() if listed.get(name) == gen}

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event
 
 from pod_resources.catalog import (
@@ -36,7 +37,7 @@ from pod_resources.catalog import (
     migrate,
     redact_url,
 )
-from pod_resources.catalog.engine import VERSION_TABLE, create_catalog_engine
+from pod_resources.catalog.engine import MIGRATIONS_DIR, VERSION_TABLE, create_catalog_engine
 from pod_resources.catalog.models import Base
 from tests.plugins.postgres import terminate_backend, terminate_backends
 
@@ -103,8 +104,9 @@ def test_migration_creates_schema_and_is_idempotent(catalog_url: str) -> None:
         assert {"episodes", "episode_status_history", "uploads", VERSION_TABLE} <= tables
         with engine.connect() as conn:
             versions = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
-            assert versions == [("0001",)]
-            # The models and migration 0001 describe the same schema.
+            head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+            assert versions == [(head,)]
+            # The models and the migrations describe the same schema.
             context = MigrationContext.configure(
                 conn, opts={"compare_type": True, "version_table": VERSION_TABLE}
             )
@@ -205,16 +207,23 @@ def test_register_new_bytes_under_same_name_is_new_version(catalog: Catalog) -> 
     _register(catalog, generation=1, content="v1")
     assert catalog.set_status("ep-show", expected=S.UPLOADED, new=S.PROCESSING, run_id="r1")
     assert catalog.set_status("ep-show", expected=S.PROCESSING, new=S.PROCESSED, run_id="r1")
+    before = _episode(catalog, "ep-show")
     version = _register(catalog, generation=7, content="v2")
     assert version.kind is RegistrationKind.NEW_VERSION
-    episode = _episode(catalog, "ep-show")
+    # A new episode beside the first, which is left exactly as it was.
+    assert _episode(catalog, "ep-show") == before
+    episode = _episode(catalog, "ep-show-v2")
     assert episode == version.episode
     assert (episode.source_generation, episode.content_hash) == (7, "v2")
-    assert episode.status is S.PROCESSED  # the run that reprocesses it moves it
+    assert (episode.version, episode.version_of, episode.status) == (2, "ep-show", S.UPLOADED)
     assert len(catalog.history("ep-show")) == 3
-    assert [(u.generation, u.duplicate_of) for u in catalog.uploads("ep-show")] == [
-        (1, None),
-        (7, None),
+    assert [u.generation for u in catalog.uploads("ep-show")] == [1]
+    assert [(u.generation, u.duplicate_of) for u in catalog.uploads("ep-show-v2")] == [(7, None)]
+    assert _register(catalog, generation=9, content="v3").episode.episode_id == "ep-show-v3"
+    assert [e.episode_id for e in catalog.versions("ep-show")] == [
+        "ep-show",
+        "ep-show-v2",
+        "ep-show-v3",
     ]
 
 
@@ -443,7 +452,7 @@ def test_same_bytes_reuploaded_after_purge_restore_the_episode(catalog: Catalog)
         only_if_status_changed_at=T0,
     )
     again = _register(catalog, generation=2)  # same name, same bytes
-    assert again.kind == RegistrationKind.NEW_VERSION
+    assert again.kind == RegistrationKind.RESTORED
     assert again.episode.raw_purged_at is None
     assert again.episode.source_generation == 2
     # Without a purge, the same bytes again stay a duplicate.

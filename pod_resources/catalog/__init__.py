@@ -20,11 +20,13 @@ from pod_resources.catalog.repository import (
     Episode,
     EpisodeNotFoundError,
     InvalidTransitionError,
+    Publication,
     RawMediaPurgedError,
     Registration,
     RegistrationKind,
     StatusChange,
     UploadRecord,
+    version_episode_id,
 )
 from pod_resources.catalog.resource import CatalogResource
 
@@ -41,6 +43,7 @@ __all__ = [
     "FINISHED_STATUSES",
     "InvalidTransitionError",
     "LeakedTransactionError",
+    "Publication",
     "RawMediaPurgedError",
     "Registration",
     "RegistrationKind",
@@ -53,4 +56,5 @@ __all__ = [
     "migrate",
     "redact_url",
     "remove_global_idle_checkout_guard",
+    "version_episode_id",
 ]

@@ -287,15 +287,39 @@ def migrate(engine: Engine) -> None:
     Safe to call from several processes at once: on Postgres the upgrade runs under a
     transaction-scoped advisory lock, on SQLite under the database write lock
     (``BEGIN IMMEDIATE``), so the second process waits, then finds the schema current.
+
+    On SQLite, foreign keys are off on the migrating connection: a revision that rebuilds a
+    table (batch mode) drops the old one, and with foreign keys on that drop would cascade
+    into every row pointing at it. They are checked before the commit and back on after.
     """
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("version_table", VERSION_TABLE)
-    with write_engine(engine).connect() as conn, conn.begin():
-        if is_postgres(engine):
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
-        config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+    with write_engine(engine).connect() as conn:
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:
+            _set_sqlite_foreign_keys(conn, on=False)
+        try:
+            with conn.begin():
+                if is_postgres(engine):
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise CatalogError(f"catalog migration broke foreign keys: {broken[:5]}")
+        finally:
+            if sqlite:
+                _set_sqlite_foreign_keys(conn, on=True)
+
+
+def _set_sqlite_foreign_keys(conn: sa.Connection, *, on: bool) -> None:
+    """Outside any transaction (SQLite ignores the pragma inside one): on the raw connection,
+    whose ``isolation_level`` is ``None``, so nothing begins implicitly."""
+    dbapi_conn = conn.connection.dbapi_connection
+    assert dbapi_conn is not None
+    dbapi_conn.execute(f"PRAGMA foreign_keys = {'ON' if on else 'OFF'}")
 
 
 _engines: dict[tuple[str, str], Engine] = {}

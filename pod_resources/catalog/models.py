@@ -22,6 +22,8 @@ class EpisodeStatus(StrEnum):
     PROCESSING = "processing"
     PROCESSED = "processed"
     PUBLISHED = "published"
+    SUPERSEDED = "superseded"
+    """Was published; a newer version of the same upload name was published after it."""
     ERROR = "error"
 
 
@@ -33,13 +35,18 @@ ALLOWED_TRANSITIONS: dict[EpisodeStatus, frozenset[EpisodeStatus]] = {
     EpisodeStatus.PROCESSED: frozenset(
         {EpisodeStatus.PUBLISHED, EpisodeStatus.PROCESSING, EpisodeStatus.ERROR}
     ),
-    EpisodeStatus.PUBLISHED: frozenset({EpisodeStatus.PROCESSING, EpisodeStatus.ERROR}),
+    EpisodeStatus.PUBLISHED: frozenset(
+        {EpisodeStatus.SUPERSEDED, EpisodeStatus.PROCESSING, EpisodeStatus.ERROR}
+    ),
+    EpisodeStatus.SUPERSEDED: frozenset({EpisodeStatus.PROCESSING, EpisodeStatus.ERROR}),
     EpisodeStatus.ERROR: frozenset({EpisodeStatus.PROCESSING, EpisodeStatus.ERROR}),
 }
-"""``from -> {to}``. A new run may take over a ``processing`` episode; anything may fail."""
+"""``from -> {to}``. A new run may take over a ``processing`` episode; anything may fail.
+``published -> superseded`` happens only in :meth:`Catalog.publish`, when another version of
+the same upload name is published."""
 
 FINISHED_STATUSES: frozenset[EpisodeStatus] = frozenset(
-    {EpisodeStatus.PROCESSED, EpisodeStatus.PUBLISHED}
+    {EpisodeStatus.PROCESSED, EpisodeStatus.PUBLISHED, EpisodeStatus.SUPERSEDED}
 )
 """Statuses whose raw media the retention purge may delete once they are old enough."""
 
@@ -91,6 +98,7 @@ class EpisodeRow(Base):
         ),
         sa.UniqueConstraint("content_hash", name="uq_episodes_content_hash"),
         sa.Index("ix_episodes_status", "status"),
+        sa.Index("ix_episodes_version_of", "version_of"),
     )
 
     episode_id: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
@@ -109,6 +117,12 @@ class EpisodeRow(Base):
     raw_purged_at: Mapped[datetime | None]
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     artifacts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    version: Mapped[int] = mapped_column(sa.Integer, default=1, server_default="1")
+    """1 for the first upload under a name; n for the n-th different bytes under it."""
+    version_of: Mapped[str | None] = mapped_column(sa.String(200))
+    """The first version's episode id (the name's own id); ``None`` for version 1."""
+    superseded_by: Mapped[str | None] = mapped_column(sa.String(200))
+    """The version whose publication superseded this one."""
 
 
 class StatusHistoryRow(Base):

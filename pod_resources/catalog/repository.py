@@ -129,6 +129,38 @@ class Episode:
     raw_purged_at: datetime | None
     metrics: Mapping[str, float]
     artifacts: Mapping[str, str]
+    version: int = 1
+    """1 for the first upload under a name; n for the n-th different bytes under it."""
+    version_of: str | None = None
+    """Version 1's episode id (the upload name's own id); ``None`` for version 1 itself."""
+    superseded_by: str | None = None
+    """The version whose publication superseded this one (status ``superseded``)."""
+
+    @property
+    def root_id(self) -> str:
+        """The episode id shared by every version of this upload name (version 1's)."""
+        return self.version_of or self.episode_id
+
+
+def version_episode_id(root_id: str, version: int) -> str:
+    """Episode id of ``version`` of the upload name whose first version is ``root_id``:
+    ``root_id`` itself for version 1, ``<root_id>-v<n>`` after it. An upload name's own id
+    ends in a hash of ten hex digits, never in ``v<n>``, so the two kinds cannot collide."""
+    if version < 1:
+        raise ValueError(f"versions start at 1, got {version}")
+    return root_id if version == 1 else f"{root_id}-v{version}"
+
+
+@dataclass(frozen=True)
+class Publication:
+    """What :meth:`Catalog.publish` did."""
+
+    episode_id: str
+    published: bool
+    status: EpisodeStatus | None
+    """The episode's status after the call (``None``: not in the catalog)."""
+    superseded: tuple[str, ...] = ()
+    """Other versions of the same upload name that were published and are now superseded."""
 
 
 @dataclass(frozen=True)
@@ -161,7 +193,11 @@ class RegistrationKind(StrEnum):
     NEW = "new"
     """A new episode, status ``uploaded``."""
     NEW_VERSION = "new_version"
-    """New bytes under the name of an existing episode: it must be processed again."""
+    """New bytes under the name of an existing episode: a new episode, version n of it,
+    status ``uploaded``, processed beside the earlier versions, which stay as they are."""
+    RESTORED = "restored"
+    """An episode's own bytes again, under its own name, after the purge took its raw media:
+    the episode may be processed again (``raw_purged_at`` cleared)."""
     DUPLICATE = "duplicate"
     """Bytes some episode already has (``upload.duplicate_of``). Nothing to process."""
     ALREADY_SEEN = "already_seen"
@@ -193,6 +229,9 @@ def _to_episode(row: EpisodeRow) -> Episode:
         raw_purged_at=row.raw_purged_at,
         metrics=FrozenMap(row.metrics),
         artifacts=FrozenMap(row.artifacts),
+        version=row.version,
+        version_of=row.version_of,
+        superseded_by=row.superseded_by,
     )
 
 
@@ -361,15 +400,24 @@ class Catalog:
     ) -> Registration:
         """Record one landed object generation and say what it means, in one transaction.
 
+        ``episode_id`` is the upload name's own id (version 1's). Outcomes:
+
         - this ``(object_name, generation)`` was registered before: ``ALREADY_SEEN``;
         - some episode already has these bytes: ``DUPLICATE``; the upload is recorded with
           ``duplicate_of`` and the episode is left alone (this includes the same bytes
           uploaded again under the same name, unless the purge took that episode's raw
-          media: then it is a ``NEW_VERSION`` that restores it);
-        - ``episode_id`` exists: ``NEW_VERSION``; its generation and content hash are
-          updated and ``raw_purged_at`` is cleared, its status is not (the run that
-          processes it moves it);
-        - otherwise ``NEW``: the episode is created with status ``uploaded``.
+          media: then it is ``RESTORED``, its generation updated and ``raw_purged_at``
+          cleared, so it may be processed again);
+        - ``episode_id`` exists, so these are different bytes under the name of an existing
+          episode: ``NEW_VERSION``, a new episode ``<episode_id>-v<n>`` (n = the highest
+          version of the name + 1) with status ``uploaded``, ``version_of = episode_id``.
+          No earlier version is changed: its row, status and objects stay as they are (a
+          published one stays published until :meth:`publish` publishes another version);
+        - otherwise ``NEW``: the episode is created with status ``uploaded``, version 1.
+
+        Invariant: registering never changes an existing episode's bytes, content hash or
+        status; only ``RESTORED`` touches an existing row, and only to bring back its own
+        bytes.
         """
         now = _utcnow()
 
@@ -383,89 +431,135 @@ class Catalog:
                     # An earlier attempt of this very call committed; report what it did.
                     if seen.duplicate_of is not None:
                         kind = RegistrationKind.DUPLICATE
-                    elif episode.created_at == now:
-                        kind = RegistrationKind.NEW
-                    else:
+                    elif episode.created_at != now:
+                        kind = RegistrationKind.RESTORED
+                    elif episode.version > 1:
                         kind = RegistrationKind.NEW_VERSION
+                    else:
+                        kind = RegistrationKind.NEW
                 return Registration(kind, _to_episode(episode), _to_upload(seen))
 
             same_bytes = session.scalars(
                 sa.select(EpisodeRow).where(EpisodeRow.content_hash == content_hash)
             ).one_or_none()
-            # The same bytes again under the same name after the purge took the raw media
-            # bring the episode back: it is a new version, not a duplicate.
-            restores_purged = (
-                same_bytes is not None
-                and same_bytes.episode_id == episode_id
-                and same_bytes.raw_purged_at is not None
-            )
-            if same_bytes is not None and not restores_purged:
-                upload = UploadRow(
-                    object_name=object_name,
-                    generation=generation,
-                    content_hash=content_hash,
-                    episode_id=same_bytes.episode_id,
-                    duplicate_of=same_bytes.episode_id,
-                    seen_at=now,
-                )
-                session.add(upload)
-                session.flush()
-                return Registration(
-                    RegistrationKind.DUPLICATE, _to_episode(same_bytes), _to_upload(upload)
+            if same_bytes is not None:
+                # The same bytes again under the same name after the purge took the raw
+                # media bring that episode back; otherwise they are a duplicate.
+                if same_bytes.source_name == object_name and same_bytes.raw_purged_at is not None:
+                    episode = session.get(EpisodeRow, same_bytes.episode_id, with_for_update=True)
+                    assert episode is not None
+                    episode.source_generation = generation
+                    episode.updated_at = now
+                    # The purge never deletes this generation: it is raw media again.
+                    episode.raw_purged_at = None
+                    return self._record_upload(
+                        session, RegistrationKind.RESTORED, episode, object_name, generation,
+                        content_hash, now,
+                    )
+                return self._record_upload(
+                    session, RegistrationKind.DUPLICATE, same_bytes, object_name, generation,
+                    content_hash, now, duplicate_of=same_bytes.episode_id,
                 )
 
-            episode = session.get(EpisodeRow, episode_id, with_for_update=True)
-            if episode is not None:
-                if episode.source_name != object_name:
-                    raise CatalogError(
-                        f"episode id {episode_id!r} belongs to upload {episode.source_name!r}, "
-                        f"not {object_name!r}"
-                    )
-                kind = RegistrationKind.NEW_VERSION
-                episode.source_generation = generation
-                episode.content_hash = content_hash
-                episode.updated_at = now
-                # The new bytes are raw media again: they may be processed even when the
-                # purge took the old version's (the purge never deletes this generation).
-                episode.raw_purged_at = None
+            root = session.get(EpisodeRow, episode_id, with_for_update=True)
+            if root is not None and root.source_name != object_name:
+                raise CatalogError(
+                    f"episode id {episode_id!r} belongs to upload {root.source_name!r}, "
+                    f"not {object_name!r}"
+                )
+            if root is None:
+                kind, version = RegistrationKind.NEW, 1
             else:
-                kind = RegistrationKind.NEW
-                episode = EpisodeRow(
-                    episode_id=episode_id,
-                    source_name=object_name,
-                    source_generation=generation,
-                    content_hash=content_hash,
-                    title=title,
-                    status=EpisodeStatus.UPLOADED.value,
-                    created_at=now,
-                    updated_at=now,
-                    status_changed_at=now,
-                    metrics={},
-                    artifacts={},
-                )
-                session.add(episode)
-                session.flush()
-                session.add(
-                    StatusHistoryRow(
-                        episode_id=episode_id,
-                        from_status=None,
-                        to_status=EpisodeStatus.UPLOADED.value,
-                        at=now,
-                    )
-                )
-            upload = UploadRow(
-                object_name=object_name,
-                generation=generation,
+                kind, version = RegistrationKind.NEW_VERSION, self._latest_version(session, episode_id) + 1
+            episode = EpisodeRow(
+                episode_id=version_episode_id(episode_id, version),
+                source_name=object_name,
+                source_generation=generation,
                 content_hash=content_hash,
-                episode_id=episode_id,
-                duplicate_of=None,
-                seen_at=now,
+                title=title,
+                status=EpisodeStatus.UPLOADED.value,
+                created_at=now,
+                updated_at=now,
+                status_changed_at=now,
+                metrics={},
+                artifacts={},
+                version=version,
+                version_of=None if version == 1 else episode_id,
             )
-            session.add(upload)
+            session.add(episode)
             session.flush()
-            return Registration(kind, _to_episode(episode), _to_upload(upload))
+            session.add(
+                StatusHistoryRow(
+                    episode_id=episode.episode_id,
+                    from_status=None,
+                    to_status=EpisodeStatus.UPLOADED.value,
+                    at=now,
+                    message=None if version == 1 else f"version {version} of {episode_id}",
+                )
+            )
+            return self._record_upload(
+                session, kind, episode, object_name, generation, content_hash, now
+            )
 
         return self._run(register, write=True, retry_integrity=True)
+
+    @staticmethod
+    def _latest_version(session: Session, root_id: str) -> int:
+        """Highest version of the upload name whose version 1 is ``root_id`` (row locked)."""
+        latest = session.scalar(
+            sa.select(sa.func.max(EpisodeRow.version)).where(
+                sa.or_(EpisodeRow.episode_id == root_id, EpisodeRow.version_of == root_id)
+            )
+        )
+        return int(latest or 1)
+
+    @staticmethod
+    def _record_upload(
+        session: Session,
+        kind: RegistrationKind,
+        episode: EpisodeRow,
+        object_name: str,
+        generation: int,
+        content_hash: str,
+        now: datetime,
+        *,
+        duplicate_of: str | None = None,
+    ) -> Registration:
+        upload = UploadRow(
+            object_name=object_name,
+            generation=generation,
+            content_hash=content_hash,
+            episode_id=episode.episode_id,
+            duplicate_of=duplicate_of,
+            seen_at=now,
+        )
+        session.add(upload)
+        session.flush()
+        return Registration(kind, _to_episode(episode), _to_upload(upload))
+
+    def versions(self, root_id: str) -> list[Episode]:
+        """Every version of the upload name whose version 1 is ``root_id``, oldest first."""
+
+        def read(session: Session, _retrying: bool) -> list[Episode]:
+            query = (
+                sa.select(EpisodeRow)
+                .where(sa.or_(EpisodeRow.episode_id == root_id, EpisodeRow.version_of == root_id))
+                .order_by(EpisodeRow.version)
+            )
+            return [_to_episode(row) for row in session.scalars(query)]
+
+        return self._run(read, write=False)
+
+    def episode_with_content(self, content_hash: str) -> Episode | None:
+        """The episode whose bytes have this content hash, if any (hashes are unique)."""
+
+        def read(session: Session, _retrying: bool) -> Episode | None:
+            row = session.scalars(
+                sa.select(EpisodeRow).where(EpisodeRow.content_hash == content_hash)
+            ).one_or_none()
+            return None if row is None else _to_episode(row)
+
+        return self._run(read, write=False)
 
     def uploads(self, episode_id: str | None = None) -> list[UploadRecord]:
         """Recorded uploads, oldest first; only those of ``episode_id`` when given."""
@@ -513,6 +607,7 @@ class Catalog:
         step: str | None = None,
         only_if_run_id: str | None = None,
         at: datetime | None = None,
+        needs_raw: bool = True,
     ) -> bool:
         """Compare-and-set the status; ``False`` (and no write) when the episode is no longer
         in ``expected`` or, with ``only_if_run_id``, is owned by another run.
@@ -526,7 +621,9 @@ class Catalog:
         A move to ``processing`` raises :class:`RawMediaPurgedError` (and writes nothing)
         while the episode's raw media is marked purged: the row lock this takes orders it
         with :meth:`mark_raw_purged`, so an episode is never processing while the purge
-        deletes its raw media (see docs/purge.md).
+        deletes its raw media (see docs/purge.md). ``needs_raw=False`` is for a run that
+        reads no raw media (only steps after ``cleaned_audio``): it may start after the purge,
+        and the purge has nothing of its left to delete.
         """
         new = EpisodeStatus(new)
         allowed_from = frozenset(s for s, targets in ALLOWED_TRANSITIONS.items() if new in targets)
@@ -573,7 +670,8 @@ class Catalog:
                 and (new is not EpisodeStatus.PROCESSING or current.processing_run_id == run_id)
             ):
                 return True  # an earlier attempt of this call committed
-            if new is EpisodeStatus.PROCESSING and current.raw_purged_at is not None:
+            purge_guard = new is EpisodeStatus.PROCESSING and needs_raw
+            if purge_guard and current.raw_purged_at is not None:
                 raise RawMediaPurgedError(episode_id, current.raw_purged_at)
             if expected is None and status not in sources:
                 raise InvalidTransitionError(
@@ -585,7 +683,7 @@ class Catalog:
             ]
             if only_if_run_id is not None:
                 conditions.append(EpisodeRow.processing_run_id == only_if_run_id)
-            if new is EpisodeStatus.PROCESSING:
+            if purge_guard:
                 conditions.append(EpisodeRow.raw_purged_at.is_(None))
             result = session.execute(
                 sa.update(EpisodeRow)
