@@ -21,14 +21,20 @@ What it does, in order:
    to whatever is left after ``--stop-timeout`` seconds. Runs cut short this way fail; unless
    a step itself failed, they count as crashed and are retried once the daemon runs again.
 
-Secrets stay in the environment: nothing is written to disk but the instance config itself,
-which only names environment variables.
+While it runs, the settings the webserver and daemon use (every ``POD_*`` and ``DAGSTER_*``
+variable, and the GCS client's) are in ``$POD_HOME/serve.env``, mode 0600, removed when it
+stops: a ``pod`` command run from the project folder with none of ``POD_STORAGE_URL``,
+``POD_DATABASE_URL``, ``DAGSTER_HOME`` set reads it and works on the same catalog, store and
+instance (see ``pod_pipeline/settings.py``). It is the only file that may hold a password
+(a password in ``POD_DATABASE_URL`` or ``DAGSTER_PG_PASSWORD``), readable by this user only,
+like a ``.pgpass``; nothing secret is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -48,6 +54,10 @@ LOCAL_PG_DEFAULTS = {
     "DAGSTER_PG_DB": "pod_dagster",
 }
 CATALOG_DB = "pod_catalog"
+SERVE_ENV_FILE = "serve.env"
+SERVE_OWNER_KEY = "POD_SERVE_PROCESS"
+_SHARED_PREFIXES = ("POD_", "DAGSTER_")
+_SHARED_NAMES = ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT")
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -164,6 +174,38 @@ def prepare_instance(dagster_home: Path, instance_config: Path, pools: Path | No
         _log("pool limits: " + ", ".join(f"{k}={v}" for k, v in sorted(limits.items())))
 
 
+def _own_process_tag() -> str:
+    """``<pid>-<start ticks>`` of this process (the ``pod`` command checks it is alive)."""
+    stat = Path(f"/proc/{os.getpid()}/stat").read_text()
+    return f"{os.getpid()}-{stat.rsplit(')', 1)[1].split()[19]}"
+
+
+def write_serve_env(path: Path, env: Mapping[str, str]) -> None:
+    """The settings the webserver and daemon get, for ``pod`` commands beside them
+    (mode 0600 from the start: it may hold a database password)."""
+    names = sorted(n for n in env if n.startswith(_SHARED_PREFIXES) or n in _SHARED_NAMES)
+    lines = [
+        "# written by `make serve` while it runs; `pod` reads it (pod_pipeline/settings.py)",
+        f"{SERVE_OWNER_KEY}={_own_process_tag()}",
+        *(f"{name}={shlex.quote(env[name])}" for name in names if name != SERVE_OWNER_KEY),
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.replace(partial, path)
+
+
+def remove_serve_env(path: Path) -> None:
+    """Remove ``path`` if this process wrote it."""
+    try:
+        if f"{SERVE_OWNER_KEY}={_own_process_tag()}" in path.read_text().splitlines():
+            path.unlink()
+    except OSError:
+        pass
+
+
 class Services:
     """The webserver and the daemon, each leading its own process group."""
 
@@ -267,10 +309,12 @@ def main(argv: list[str] | None = None) -> int:
 
     services = Services()
     workspace = str(args.workspace.resolve())
+    serve_env = home / SERVE_ENV_FILE
     exit_code = 0
     try:
         if stop_requested:
             return 0
+        write_serve_env(serve_env, env)
         services.start(
             "webserver",
             [str(BIN / "dagster-webserver"), "-h", args.host, "-p", str(args.port), "-w", workspace],
@@ -294,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         for sig in _STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         services.stop(args.stop_timeout)
+        remove_serve_env(serve_env)
         _log("stopped")
     return exit_code
 

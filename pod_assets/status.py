@@ -8,6 +8,12 @@ Every episode asset runs its body inside :func:`episode_step`:
   unless the step is about to be retried;
 * when the step is the last episode asset the run materialises, it moves to
   ``processed``.
+* a stop from outside (``dg.DagsterExecutionInterruptedError`` or ``KeyboardInterrupt``:
+  a signal, a run terminated from the UI) moves it to ``error`` saying where it stopped,
+  and ends the run: an interrupt is never retried;
+* a run that owned the episode and lost it to a newer run stops at its next step without
+  writing; a run launched for an upload's run key goes on only while it holds the key's
+  claim in the catalog (the same upload is never processed by two runs).
 
 That holds whatever launched the run: the upload sensor, the UI, a backfill or ``pod run``.
 A run that dies without reaching an ``except`` (killed worker) is caught by the run-status
@@ -49,6 +55,76 @@ class EpisodeInputError(dg.Failure):
         self.message = message
 
 
+INTERRUPTS: tuple[type[BaseException], ...] = (dg.DagsterExecutionInterruptedError, KeyboardInterrupt)
+"""How a stop reaches a step: a signal to ``pod run``, or a run terminated from the UI."""
+
+RUN_KEY_TAG = "dagster/run_key"
+CLAIM_TAG = "pod/claim"
+"""The owner under which ``pod run`` claimed the run key before launching the run."""
+
+
+class EpisodeStepInterrupted(dg.Failure):
+    """The step was stopped from outside. Never retried: the run ends here."""
+
+    def __init__(self, message: str):
+        super().__init__(description=message, allow_retries=False)
+        self.message = message
+
+
+class EpisodeTakenOverError(dg.Failure):
+    """Another run took the episode over from this one; this run must not write it again."""
+
+    def __init__(self, message: str):
+        super().__init__(description=message, allow_retries=False)
+        self.message = message
+
+
+def run_key_claim(run_key: str) -> str:
+    """The catalog claim key of an upload's run key (see ``Catalog.claim``)."""
+    return f"run_key:{run_key}"
+
+
+def _hold_run_key(catalog: Catalog, run: dg.DagsterRun) -> None:
+    """A run launched for an upload's run key goes on only if it (or its root run, or the
+    ``pod run`` that launched it) holds the key's claim: the same upload is never processed
+    by two runs, whichever launched them (daemon or ``pod run``)."""
+    run_key = run.tags.get(RUN_KEY_TAG)
+    if not run_key:
+        return
+    mine = run.tags.get(CLAIM_TAG) or run.root_run_id or run.run_id
+    holder = catalog.claim(run_key_claim(run_key), owner=mine)
+    if holder != mine:
+        raise EpisodeTakenOverError(
+            f"run key {run_key} was launched by {holder} already; this duplicate run does nothing"
+        )
+
+
+def _owned_before(catalog: Catalog, episode_id: str, run_id: str) -> bool:
+    return any(
+        change.run_id == run_id and change.to_status == EpisodeStatus.PROCESSING
+        for change in catalog.history(episode_id)
+    )
+
+
+def _interrupted(
+    catalog: Catalog, *, episode_id: str, run_id: str, step: str
+) -> EpisodeStepInterrupted:
+    """Mark the episode ``error`` for a stopped step (only while this run owns it)."""
+    message = (
+        f"stopped during {step}: run {run_id[:8]} was interrupted (terminated or signalled); "
+        "process the episode again to finish it"
+    )
+    catalog.set_status(
+        episode_id,
+        expected=EpisodeStatus.PROCESSING,
+        new=EpisodeStatus.ERROR,
+        error=message,
+        step=step,
+        only_if_run_id=run_id,
+    )
+    return EpisodeStepInterrupted(message)
+
+
 def describe_error(exc: BaseException) -> str:
     if isinstance(exc, EpisodeInputError):
         text = exc.message
@@ -74,6 +150,13 @@ def _begin(catalog: Catalog, episode_id: str, run_id: str) -> Episode:
             raise EpisodeInputError(f"episode {episode_id} is not in the catalog")
         if episode.status == EpisodeStatus.PROCESSING and episode.processing_run_id == run_id:
             return episode
+        if episode.processing_run_id != run_id and _owned_before(catalog, episode_id, run_id):
+            # Taken over by a newer run: never take it back (the newer run's work would be
+            # overwritten by this older one's).
+            raise EpisodeTakenOverError(
+                f"run {run_id} lost episode {episode_id} to run {episode.processing_run_id}; "
+                "it stops without writing"
+            )
         if catalog.set_status(
             episode_id, expected=episode.status, new=EpisodeStatus.PROCESSING, run_id=run_id
         ):
@@ -119,9 +202,17 @@ def episode_step(
     """Run one step of an episode with its status kept true (see the module docstring)."""
     episode_id = context.partition_key
     run_id = context.run.run_id
-    state = EpisodeStep(episode=_begin(catalog, episode_id, run_id))
+    _hold_run_key(catalog, context.run)
+    try:
+        state = EpisodeStep(episode=_begin(catalog, episode_id, run_id))
+    except INTERRUPTS as exc:
+        raise _interrupted(catalog, episode_id=episode_id, run_id=run_id, step=step) from exc
     try:
         yield state
+    except INTERRUPTS as exc:
+        # Stopped from outside: say so and end the run; an interrupt is never retried
+        # (Dagster would retry it under the RetryPolicy, and the status would flicker).
+        raise _interrupted(catalog, episode_id=episode_id, run_id=run_id, step=step) from exc
     except BaseException as exc:
         # Bad audio and a missing input object are permanent: fail once, never retry
         # (an input either exists or the step fails at once; nothing polls for it).

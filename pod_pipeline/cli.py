@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pod_pipeline.settings import Settings, load_settings
+from pod_pipeline.settings import Settings, adopt_served_settings, load_settings
 
 ARTIFACT_STAGES = (
     "raw_audio",
@@ -133,7 +133,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     for line in outcome.messages:
         print(line)
     cmd_status(argparse.Namespace(json=False), settings)
-    return 1 if outcome.failed else 0
+    return outcome.exit_code
 
 
 def _execute_job(settings: Settings, name: str, run_config: dict, trigger: str):
@@ -265,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if served := adopt_served_settings(os.environ):
+        print(f"pod: using the settings of the running `make serve` ({served})", file=sys.stderr)
     return args.func(args, load_settings())
 
 

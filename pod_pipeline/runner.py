@@ -2,32 +2,62 @@
 
 Runs go through :func:`dagster.execute_job` on a reconstructable job, so they honour
 ``POD_EXECUTOR``: with ``multiprocess`` every step starts in a fresh process, which rebuilds
-the definitions from the environment (as a daemon-launched run does).
+the definitions from the environment (as a daemon-launched run does). Each run executes in a
+forked child that ``pod run`` supervises (:mod:`pod_pipeline.worker`): a signal stops it
+within seconds, its processes die with ``pod run``, its scratch is removed.
 
-With no daemon there is no run monitoring, so every ``pod run`` first does its job: a run
-that ``pod run`` started on this host and whose process is gone (killed, out of memory, the
-machine restarted) is marked failed, and its episode ``error`` with a message that says so.
+Invariants of one ``pod run``, in order:
+
+1. scratch left by ``pod run`` processes that are gone is removed (and what still ran in it);
+2. a run ``pod run`` started on this host whose process is gone is marked failed, and its
+   episode ``error``, where that run still owned it;
+3. every run that died or was stopped, and whose episode no other run took since, is
+   resumed: a new run of the same steps for that partition, at most
+   :data:`MAX_AUTO_RESUMES` times in a row; then the episode stays ``error`` saying so.
+   One ``pod run`` resumes a run (a ``resume:<run id>`` claim in the catalog);
+4. one upload-sensor tick; each run it requests is launched only by the ``pod run`` (or the
+   daemon's run) that claims its run key in the catalog first; the others skip it quietly.
+
+A stop (SIGINT, SIGTERM, Ctrl-C) ends the current run with its episode ``error`` ("stopped by
+SIGTERM during transcript; run `pod run` to resume"), launches nothing more, and exits with
+128 + the signal number.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
 
 from pod_assets.partitions import episode_partitions
-from pod_assets.status import EPISODE_STEPS, mark_run_failed
+from pod_assets.status import (
+    CLAIM_TAG,
+    EPISODE_STEPS,
+    RUN_KEY_TAG,
+    mark_run_failed,
+    run_key_claim,
+)
+from pod_pipeline import worker
 from pod_pipeline.definitions import build_definitions
 from pod_pipeline.settings import Settings, load_settings
+from pod_resources.catalog import Catalog, EpisodeStatus
 
-RUN_KEY_TAG = "dagster/run_key"
 PARTITION_TAG = "dagster/partition"
 EPISODE_JOB = "process_episode_job"
 HOST_TAG = "pod/host"
 PID_TAG = "pod/pid"
+ATTEMPT_TAG = "pod/attempt"
+RESUME_TAG = "pod/resume"
+"""On a run that died or was stopped: ``pending`` until a later ``pod run`` deals with it
+(``resumed``, ``given-up`` or ``taken-over``)."""
+RESUME_OF_TAG = "pod/resume_of"
+RESUMES_TAG = "pod/resumes"
+"""How many automatic resumes in a row led to this run."""
+MAX_AUTO_RESUMES = 3
 _UNFINISHED = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
@@ -36,6 +66,14 @@ class RunOutcome:
     messages: list[str] = field(default_factory=list)
     launched: int = 0
     failed: int = 0
+    stopped_by: int = 0
+    """128 + the signal number when a signal stopped ``pod run``, else 0."""
+
+    @property
+    def exit_code(self) -> int:
+        if self.stopped_by:
+            return self.stopped_by
+        return 1 if self.failed else 0
 
 
 @dataclass(frozen=True)
@@ -47,7 +85,11 @@ class EpisodeRun:
 
 
 def episode_job() -> dg.JobDefinition:
-    """The episode job, built from the environment (a reconstructable target)."""
+    """The episode job, built from the environment (a reconstructable target).
+
+    In a step process of the multiprocess executor it also makes that process die with the
+    run's process."""
+    worker.die_with_parent_if_spawned()
     return build_definitions().resolve_job_def(EPISODE_JOB)
 
 
@@ -55,9 +97,12 @@ def _already_launched(instance: dg.DagsterInstance, run_key: str) -> bool:
     return bool(instance.get_run_records(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1))
 
 
-def _failure_message(events: Sequence[dg.DagsterEvent]) -> str:
-    for event in events:
-        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+def _failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
+    for record in instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.STEP_FAILURE
+    ).records:
+        event = record.event_log_entry.dagster_event
+        if event is not None:
             return f"step {event.step_key} failed: {event.message}"
     return "the run failed"
 
@@ -76,7 +121,8 @@ def run_episode(
     tags: Mapping[str, str] | None = None,
     log_level: str = "WARNING",
 ) -> EpisodeRun:
-    """One run of the episode job for one partition: every step, or only ``steps``."""
+    """One run of the episode job for one partition, in this process: every step, or only
+    ``steps``. Tagged with this host and process, so a later ``pod run`` can tell it died."""
     _validate_steps(steps)
     selection = [dg.AssetKey(step) for step in EPISODE_STEPS if step in set(steps)] if steps else None
     own = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
@@ -89,12 +135,11 @@ def run_episode(
         run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
         raise_on_error=False,
     ) as result:
-        events = result.all_events
         return EpisodeRun(
             run_id=result.run_id,
             episode_id=episode_id,
             success=result.success,
-            failure=None if result.success else _failure_message(events),
+            failure=None if result.success else _failure_message(instance, result.run_id),
         )
 
 
@@ -120,11 +165,15 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def reap_dead_runs(instance: dg.DagsterInstance, catalog) -> list[str]:
+# -- dead and stopped runs ------------------------------------------------------------------
+
+
+def reap_dead_runs(instance: dg.DagsterInstance, catalog: Catalog) -> list[str]:
     """Mark failed the unfinished runs ``pod run`` started on this host whose process is gone.
 
     Their episodes become ``error`` (only where that run still owns them), so a status is
-    never stuck at ``processing``. Returns one message per reaped run.
+    never stuck at ``processing``, and the run is left for :func:`resume_runs`. Returns one
+    message per reaped run.
     """
     messages: list[str] = []
     host = socket.gethostname()
@@ -136,28 +185,250 @@ def reap_dead_runs(instance: dg.DagsterInstance, catalog) -> list[str]:
         pid = run.tags.get(PID_TAG, "")
         if not pid.isdigit():
             continue
-        # This process has started no run yet: a run tagged with its pid is a dead
-        # process's whose pid came round again (a restarted container starts from 1).
+        # This process runs no run itself: a run tagged with its pid is a dead process's
+        # whose pid came round again (a restarted container starts from 1).
         if int(pid) != os.getpid() and _process_alive(int(pid)):
             continue
         message = f"run {run.run_id} died: its process {pid} is gone (killed or crashed)"
         instance.report_run_failed(run, message)
+        instance.add_run_tags(run.run_id, {RESUME_TAG: "pending"})
         episode_id = run.tags.get(PARTITION_TAG)
         if episode_id:
             mark_run_failed(catalog, episode_id=episode_id, run_id=run.run_id, message=message)
-        messages.append(f"run {run.run_id[:8]} {episode_id or ''}: marked failed, its process is gone")
+        messages.append(f"run {run.run_id[:8]} {episode_id or ''}: its process {pid} is gone")
     return messages
 
 
-def _record(outcome: RunOutcome, catalog, run: EpisodeRun) -> None:
+def _steps_of(run: dg.DagsterRun) -> list[str] | None:
+    if not run.asset_selection:
+        return None
+    names = {key.to_user_string() for key in run.asset_selection}
+    return [step for step in EPISODE_STEPS if step in names]
+
+
+def _started_a_step(instance: dg.DagsterInstance, run_id: str) -> bool:
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START, limit=1)
+    return bool(records.records)
+
+
+def _still_its(instance: dg.DagsterInstance, catalog: Catalog, run: dg.DagsterRun) -> bool:
+    """Whether no other run took the episode since ``run`` died."""
+    episode = catalog.get_episode(run.tags.get(PARTITION_TAG, ""))
+    if episode is None:
+        return False
+    if episode.processing_run_id == run.run_id:
+        return episode.status in (EpisodeStatus.PROCESSING, EpisodeStatus.ERROR)
+    # Stopped before its first step: the episode never became its.
+    return episode.status != EpisodeStatus.PROCESSING and not _started_a_step(instance, run.run_id)
+
+
+@dataclass(frozen=True)
+class Resume:
+    dead: dg.DagsterRun
+    count: int
+
+    @property
+    def episode_id(self) -> str:
+        return self.dead.tags[PARTITION_TAG]
+
+
+def pending_resumes(
+    instance: dg.DagsterInstance, catalog: Catalog, *, owner: str
+) -> tuple[list[Resume], list[str]]:
+    """The dead or stopped runs this ``pod run`` resumes, and one message per run it
+    decided not to resume (taken over, or resumed too often already)."""
+    resumes: list[Resume] = []
+    messages: list[str] = []
+    records = instance.get_run_records(filters=dg.RunsFilter(tags={RESUME_TAG: "pending"}))
+    for record in reversed(records):  # oldest first
+        run = record.dagster_run
+        episode_id = run.tags.get(PARTITION_TAG, "")
+        if catalog.claim(f"resume:{run.run_id}", owner=owner) != owner:
+            continue  # another pod run deals with it
+        if not _still_its(instance, catalog, run):
+            instance.add_run_tags(run.run_id, {RESUME_TAG: "taken-over"})
+            continue
+        count = int(run.tags.get(RESUMES_TAG, "0")) + 1
+        if count > MAX_AUTO_RESUMES:
+            instance.add_run_tags(run.run_id, {RESUME_TAG: "given-up"})
+            message = (
+                f"not resumed again: its runs died or were stopped {count} times in a row "
+                f"(last {run.run_id[:8]}); fix the cause, then `pod run --episode {episode_id}`"
+            )
+            catalog.set_status(
+                episode_id,
+                expected={EpisodeStatus.PROCESSING, EpisodeStatus.ERROR},
+                new=EpisodeStatus.ERROR,
+                error=message,
+                step="run",
+                only_if_run_id=run.run_id,
+            )
+            messages.append(f"{episode_id}: {message}")
+            continue
+        instance.add_run_tags(run.run_id, {RESUME_TAG: "resumed"})
+        resumes.append(Resume(dead=run, count=count))
+    return resumes, messages
+
+
+# -- launching --------------------------------------------------------------------------------
+
+
+def _current_step(instance: dg.DagsterInstance, run_id: str) -> str:
+    started: list[str] = []
+    done: set[str] = set()
+    for record in instance.get_records_for_run(
+        run_id,
+        of_type={dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS},
+    ).records:
+        event = record.event_log_entry.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started.append(event.step_key)
+        else:
+            done.add(event.step_key)
+    running = [step for step in started if step not in done]
+    return running[-1] if running else "start"
+
+
+def stopped_message(signal_name: str, step: str) -> str:
+    """The one line an episode stopped by a signal to ``pod run`` shows."""
+    where = "before its first step" if step == "start" else f"during {step}"
+    return f"stopped by {signal_name} {where}; run `pod run` to resume"
+
+
+@dataclass
+class Launcher:
+    """Launches runs in supervised children (one at a time) and settles how they ended."""
+
+    instance: dg.DagsterInstance
+    catalog: Catalog
+    stopper: worker.Stopper
+    log_level: str
+    owner: str = field(
+        default_factory=lambda: f"pod-run:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    )
+
+    def launch(
+        self, episode_id: str, *, steps: Sequence[str] | None, tags: Mapping[str, str]
+    ) -> EpisodeRun | None:
+        """One run in a child; ``None`` when no run was created (stopped before it began)."""
+        attempt = uuid.uuid4().hex
+        all_tags = {**tags, ATTEMPT_TAG: attempt}
+
+        def body() -> int:
+            with dg.DagsterInstance.get() as instance:
+                run = run_episode(
+                    instance, episode_id, steps=steps, tags=all_tags, log_level=self.log_level
+                )
+            return 0 if run.success else 1
+
+        status = self.stopper.run_child(body, scratch=worker.make_scratch_root())
+        records = self.instance.get_run_records(
+            filters=dg.RunsFilter(tags={ATTEMPT_TAG: attempt}), limit=1
+        )
+        if not records:
+            return None
+        run = records[0].dagster_run
+        if self.stopper.requested:
+            return self._settle_stopped(run)
+        if run.status in _UNFINISHED:
+            return self._settle_died(run, status)
+        success = run.status == dg.DagsterRunStatus.SUCCESS
+        return EpisodeRun(
+            run_id=run.run_id,
+            episode_id=episode_id,
+            success=success,
+            failure=None if success else _failure_message(self.instance, run.run_id),
+        )
+
+    def _settle_stopped(self, run: dg.DagsterRun) -> EpisodeRun:
+        episode_id = run.tags[PARTITION_TAG]
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            return EpisodeRun(run.run_id, episode_id, success=True, failure=None)
+        message = stopped_message(self.stopper.signal_name or "a signal", _current_step(self.instance, run.run_id))
+        if run.status in _UNFINISHED:
+            self.instance.report_run_canceled(run, message)
+        self.catalog.set_status(
+            episode_id,
+            expected={EpisodeStatus.PROCESSING, EpisodeStatus.ERROR},
+            new=EpisodeStatus.ERROR,
+            error=message,
+            step=_current_step(self.instance, run.run_id),
+            only_if_run_id=run.run_id,
+        )
+        self.instance.add_run_tags(run.run_id, {RESUME_TAG: "pending"})
+        return EpisodeRun(run.run_id, episode_id, success=False, failure=message)
+
+    def _settle_died(self, run: dg.DagsterRun, status: int) -> EpisodeRun:
+        how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+        message = f"run {run.run_id} died: its process ended ({how}); the next `pod run` resumes it"
+        self.instance.report_run_failed(run, message)
+        self.instance.add_run_tags(run.run_id, {RESUME_TAG: "pending"})
+        episode_id = run.tags[PARTITION_TAG]
+        mark_run_failed(self.catalog, episode_id=episode_id, run_id=run.run_id, message=message)
+        return EpisodeRun(run.run_id, episode_id, success=False, failure=message)
+
+
+def _record(outcome: RunOutcome, catalog: Catalog, run: EpisodeRun, stopper: worker.Stopper) -> None:
     outcome.launched += 1
     if run.success:
         outcome.messages.append(f"run {run.run_id[:8]} {run.episode_id}: success")
         return
-    outcome.failed += 1
     message = run.failure or "the run failed"
+    if stopper.requested:
+        outcome.stopped_by = stopper.exit_code
+        outcome.messages.append(f"run {run.run_id[:8]} {run.episode_id}: {message}")
+        return
+    outcome.failed += 1
     mark_run_failed(catalog, episode_id=run.episode_id, run_id=run.run_id, message=message)
     outcome.messages.append(f"run {run.run_id[:8]} {run.episode_id}: FAILED: {message}")
+
+
+def _recover(launcher: Launcher, outcome: RunOutcome) -> None:
+    """Steps 1-3 of the module docstring."""
+    outcome.messages.extend(worker.clean_stale_scratch())
+    outcome.messages.extend(reap_dead_runs(launcher.instance, launcher.catalog))
+    resumes, messages = pending_resumes(launcher.instance, launcher.catalog, owner=launcher.owner)
+    outcome.messages.extend(messages)
+    for resume in resumes:
+        if launcher.stopper.requested:
+            break
+        outcome.messages.append(
+            f"{resume.episode_id}: resuming run {resume.dead.run_id[:8]}, which died or was "
+            f"stopped (automatic resume {resume.count} of {MAX_AUTO_RESUMES})"
+        )
+        run = launcher.launch(
+            resume.episode_id,
+            steps=_steps_of(resume.dead),
+            tags={
+                "pod/trigger": "resume",
+                RESUME_OF_TAG: resume.dead.run_id,
+                RESUMES_TAG: str(resume.count),
+            },
+        )
+        if run is not None:
+            _record(outcome, launcher.catalog, run, launcher.stopper)
+
+
+def _claim_run_key(launcher: Launcher, run_key: str) -> bool:
+    """Whether this ``pod run`` may launch ``run_key``: it holds the key's claim, or takes
+    it over from a ``pod run`` of this host that died before it launched the run."""
+    key = run_key_claim(run_key)
+    holder = launcher.catalog.claim(key, owner=launcher.owner)
+    if holder == launcher.owner:
+        return True
+    kind, host, pid, _ = (holder.split(":") + ["", "", "", ""])[:4]
+    dead_launcher = (
+        kind == "pod-run"
+        and host == socket.gethostname()
+        and pid.isdigit()
+        and not _process_alive(int(pid))
+        and not _already_launched(launcher.instance, run_key)
+    )
+    if not dead_launcher:
+        return False
+    return launcher.catalog.claim(key, owner=launcher.owner, replace=holder) == launcher.owner
 
 
 def run_once(
@@ -166,36 +437,50 @@ def run_once(
     instance: dg.DagsterInstance | None = None,
     log_level: str = "WARNING",
 ) -> RunOutcome:
-    """One upload-sensor tick, then every run it requested.
-
-    Run keys are honoured as the daemon honours them: an upload whose run already exists
-    in the instance is not run again. Settings come from the environment; ``settings``, if
-    given, must be those.
-    """
+    """Recover what died, one upload-sensor tick, then every run it requested (see the
+    module docstring). Settings come from the environment; ``settings``, if given, must be
+    those."""
     defs = build_definitions(_environment_settings(settings))
     instance = instance or dg.DagsterInstance.get()
-    sensor = defs.resolve_sensor_def("upload_sensor")
     catalog = defs.resources["catalog"].get_catalog()
-    outcome = RunOutcome(messages=reap_dead_runs(instance, catalog))
+    outcome = RunOutcome()
+    with worker.Stopper().installed() as stopper:
+        launcher = Launcher(instance, catalog, stopper, log_level)
+        _recover(launcher, outcome)
+        if not stopper.requested:
+            _tick(launcher, defs, outcome)
+        if stopper.requested:
+            outcome.stopped_by = stopper.exit_code
+    if not outcome.launched and not outcome.stopped_by:
+        outcome.messages.append("no new uploads")
+    return outcome
 
+
+def _tick(launcher: Launcher, defs: dg.Definitions, outcome: RunOutcome) -> None:
+    instance = launcher.instance
+    sensor = defs.resolve_sensor_def("upload_sensor")
     with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
         result = sensor(context)
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(episode_partitions.name, list(request.partition_keys))
-
     for request in result.run_requests or []:
+        if launcher.stopper.requested:
+            break
         if _already_launched(instance, request.run_key):
             continue
-        run = run_episode(
-            instance,
+        if not _claim_run_key(launcher, request.run_key):
+            outcome.messages.append(
+                f"{request.partition_key}: run key {request.run_key} is launched by another "
+                "process; skipped"
+            )
+            continue
+        run = launcher.launch(
             request.partition_key,
-            tags={**request.tags, RUN_KEY_TAG: request.run_key},
-            log_level=log_level,
+            steps=None,
+            tags={**request.tags, RUN_KEY_TAG: request.run_key, CLAIM_TAG: launcher.owner},
         )
-        _record(outcome, catalog, run)
-    if not outcome.launched:
-        outcome.messages.append("no new uploads")
-    return outcome
+        if run is not None:
+            _record(outcome, launcher.catalog, run, launcher.stopper)
 
 
 def rerun_episodes(
@@ -206,20 +491,29 @@ def rerun_episodes(
     instance: dg.DagsterInstance | None = None,
     log_level: str = "WARNING",
 ) -> RunOutcome:
-    """Run known episodes again (all steps or ``steps``), as a re-execution from the UI would."""
+    """Run known episodes again (all steps or ``steps``), as a re-execution from the UI would.
+
+    Dead runs are reaped first (and left for the next plain ``pod run`` to resume)."""
     defs = build_definitions(_environment_settings(settings))
     instance = instance or dg.DagsterInstance.get()
     catalog = defs.resources["catalog"].get_catalog()
     _validate_steps(steps)
     known = set(instance.get_dynamic_partitions(episode_partitions.name))
-    outcome = RunOutcome(messages=reap_dead_runs(instance, catalog))
-    for episode_id in episode_ids:
-        if episode_id not in known:
-            outcome.failed += 1
-            outcome.messages.append(f"{episode_id}: no such episode")
-            continue
-        run = run_episode(
-            instance, episode_id, steps=steps, tags={"pod/trigger": "cli"}, log_level=log_level
-        )
-        _record(outcome, catalog, run)
+    outcome = RunOutcome()
+    with worker.Stopper().installed() as stopper:
+        launcher = Launcher(instance, catalog, stopper, log_level)
+        outcome.messages.extend(worker.clean_stale_scratch())
+        outcome.messages.extend(reap_dead_runs(instance, catalog))
+        for episode_id in episode_ids:
+            if stopper.requested:
+                break
+            if episode_id not in known:
+                outcome.failed += 1
+                outcome.messages.append(f"{episode_id}: no such episode")
+                continue
+            run = launcher.launch(episode_id, steps=steps, tags={"pod/trigger": "cli"})
+            if run is not None:
+                _record(outcome, catalog, run, stopper)
+        if stopper.requested:
+            outcome.stopped_by = stopper.exit_code
     return outcome

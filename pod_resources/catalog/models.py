@@ -154,3 +154,17 @@ class UploadRow(Base):
         sa.String(200), sa.ForeignKey("episodes.episode_id", ondelete="CASCADE")
     )
     seen_at: Mapped[datetime]
+
+
+class RunClaimRow(Base):
+    """A claim: who launches the run of a run key, or resumes a dead run.
+
+    The first insert of ``claim_key`` wins (primary key, on SQLite and Postgres alike); the
+    owner changes only by a compare-and-set from a known owner (see ``Catalog.claim``).
+    """
+
+    __tablename__ = "run_claims"
+
+    claim_key: Mapped[str] = mapped_column(sa.String(300), primary_key=True)
+    owner: Mapped[str] = mapped_column(sa.String(200))
+    claimed_at: Mapped[datetime]

@@ -43,6 +43,7 @@ from pod_resources.catalog.models import (
     FINISHED_STATUSES,
     EpisodeRow,
     EpisodeStatus,
+    RunClaimRow,
     StatusHistoryRow,
     UploadRow,
 )
@@ -706,6 +707,29 @@ class Catalog:
             return True
 
         return self._run(compare_and_set, write=True)
+
+    def claim(self, key: str, *, owner: str, replace: str | None = None) -> str:
+        """Claim ``key`` for ``owner``; returns who holds it afterwards.
+
+        The first caller to insert ``key`` wins: of any number of concurrent callers, on
+        SQLite and Postgres alike, exactly one gets its own ``owner`` back. With ``replace``,
+        a claim held by exactly that owner (one known to be dead) moves to ``owner`` by a
+        compare-and-set. Claims are never deleted.
+        """
+        now = _utcnow()
+
+        def claim(session: Session, _retrying: bool) -> str:
+            row = session.get(RunClaimRow, key, with_for_update=True)
+            if row is None:
+                session.add(RunClaimRow(claim_key=key, owner=owner, claimed_at=now))
+                session.flush()
+                return owner
+            if replace is not None and row.owner == replace:
+                row.owner = owner
+                row.claimed_at = now
+            return row.owner
+
+        return self._run(claim, write=True, retry_integrity=True)
 
     def history(self, episode_id: str) -> list[StatusChange]:
         """Status changes of the episode, oldest first (the first is ``None -> uploaded``)."""

@@ -1,0 +1,289 @@
+"""Signals, crashes and races around ``pod run``, with the real command in subprocesses.
+
+* SIGTERM in the middle of transcription and SIGINT in the middle of mastering stop
+  ``pod run`` within 10 s: no process left, no scratch left, the episode ``error`` saying
+  where it stopped, the stored raw media untouched; a plain ``pod run`` resumes it to
+  ``processed``. A second signal stops at once.
+* SIGKILL: the run's processes die with ``pod run``; the next ``pod run`` removes the dead
+  run's scratch and resumes the episode by itself.
+* Two ``pod run`` started at the same moment launch an upload's run key once (SQLite and
+  Postgres), and both exit 0.
+* Automatic resumes stop after three in a row.
+* ``pod`` beside a running ``make serve`` uses its catalog.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from pod_assets import layout
+from pod_audio.io import iter_blocks, probe
+from pod_pipeline import runner
+from pod_resources.catalog import EpisodeStatus
+from tests import audio_factory as af
+from tests.test_fresh_processes import Deployment, embedded, gcs_postgres  # noqa: F401
+
+STOP_LIMIT_S = 10.0
+SCRATCH_ENV = "POD_RUN_SCRATCH"
+
+
+@pytest.fixture(scope="module")
+def looped_speech(tmp_path_factory: pytest.TempPathFactory, jfk_path: Path) -> Path:
+    """JFK four times (44 s): each step lasts long enough to be interrupted."""
+    info = probe(jfk_path)
+    speech = np.concatenate(list(iter_blocks(jfk_path)))
+    path = tmp_path_factory.mktemp("looped") / "looped-take.flac"
+    return af.write_audio(path, af.concat(*[speech] * 4), sample_rate=info.sample_rate)
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _run_processes(scratch: Path) -> list[str]:
+    """Processes still marked with a run scratch root under ``scratch``."""
+    marker = f"{SCRATCH_ENV}={scratch}/".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if any(var.startswith(marker) for var in environ.split(b"\0")):
+            found.append(f"{entry.name}: {cmdline[:200].decode(errors='replace')}")
+    return found
+
+
+def _wait_for(predicate, *, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _in_step(scratch: Path, prefix: str) -> bool:
+    return any(scratch.glob(f"pod-run-*/{prefix}*"))
+
+
+class Background:
+    """One ``pod run`` in the background, in its own process group like a shell job."""
+
+    def __init__(self, deployment: Deployment, scratch: Path, *args: str) -> None:
+        argv, env = deployment.command("run", *args, scratch=scratch)
+        self.scratch = scratch
+        self.process = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+
+    def wait_in_step(self, prefix: str, *, timeout_s: float = 240) -> None:
+        _wait_for(
+            lambda: _in_step(self.scratch, prefix) or self.process.poll() is not None,
+            timeout_s=timeout_s,
+            what=f"a {prefix} scratch dir",
+        )
+        assert self.process.poll() is None, f"pod run ended first:\n{self.process.stdout.read()}"
+
+    def stop(self, sig: int, *, again: bool = False) -> tuple[float, str]:
+        """Send ``sig`` (twice with ``again``); seconds until exit, and the output."""
+        started = time.monotonic()
+        self.process.send_signal(sig)
+        if again:
+            time.sleep(0.3)
+            self.process.send_signal(sig)
+        try:
+            output, _ = self.process.communicate(timeout=30)
+        finally:
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        return time.monotonic() - started, output
+
+
+def _assert_clean(scratch: Path) -> None:
+    _wait_for(lambda: not _run_processes(scratch), timeout_s=3, what="run processes to end")
+    assert _run_processes(scratch) == []
+    assert sorted(p.name for p in scratch.iterdir()) == []
+
+
+def test_sigterm_in_transcription_and_sigint_in_mastering_then_pod_run_resumes(
+    embedded: Deployment, looped_speech: Path, tmp_path: Path
+) -> None:
+    deployment = embedded
+    source_md5 = _md5(looped_speech)
+    deployment.pod("ingest", str(looped_speech))
+
+    first = Background(deployment, tmp_path / "s1")
+    first.wait_in_step("pod-transcript-")
+    took_s, output = first.stop(signal.SIGTERM)
+    assert took_s < STOP_LIMIT_S, output
+    assert first.process.returncode == 128 + signal.SIGTERM, output
+    _assert_clean(first.scratch)
+    [episode] = deployment.catalog.list_episodes()
+    assert episode.status == EpisodeStatus.ERROR
+    assert episode.last_error == "stopped by SIGTERM during transcript; run `pod run` to resume"
+    assert "DagsterExecutionInterruptedError" not in output
+    history = [(c.from_status, c.to_status) for c in deployment.catalog.history(episode.episode_id)]
+    assert history.count((EpisodeStatus.ERROR, EpisodeStatus.PROCESSING)) == 0, "retried"
+    raw = tmp_path / "raw.flac"
+    deployment.store.read_to_path(layout.episode_key(episode.episode_id, "raw.flac"), raw)
+    assert _md5(raw) == source_md5
+
+    # A plain `pod run` resumes it; stopped again while mastering, with Ctrl-C's signal.
+    second = Background(deployment, tmp_path / "s2")
+    second.wait_in_step("pod-master-", timeout_s=300)
+    took_s, output = second.stop(signal.SIGINT)
+    assert "resuming run" in output, output
+    assert took_s < STOP_LIMIT_S, output
+    assert second.process.returncode == 128 + signal.SIGINT, output
+    _assert_clean(second.scratch)
+    stopped = deployment.catalog.get_episode(episode.episode_id)
+    assert stopped.last_error == "stopped by SIGINT during final_episode; run `pod run` to resume"
+    assert not deployment.store.exists(layout.episode_key(episode.episode_id, layout.FINAL_EPISODE))
+
+    done = deployment.pod("run", scratch=tmp_path / "s3")
+    assert "automatic resume 2 of 3" in done.stdout, done.stdout
+    finished = deployment.catalog.get_episode(episode.episode_id)
+    assert finished.status == EpisodeStatus.PROCESSED, finished.last_error
+    assert finished.last_error is None
+    deployment.store.read_to_path(layout.episode_key(episode.episode_id, "raw.flac"), raw)
+    assert _md5(raw) == source_md5
+    assert sorted(p.name for p in (tmp_path / "s3").iterdir()) == []
+
+
+def test_second_signal_stops_at_once(
+    embedded: Deployment, looped_speech: Path, tmp_path: Path
+) -> None:
+    deployment = embedded
+    deployment.pod("ingest", str(looped_speech))
+    job = Background(deployment, tmp_path / "s1")
+    job.wait_in_step("pod-transcript-")
+    took_s, output = job.stop(signal.SIGINT, again=True)
+    assert took_s < 3.0, output
+    assert job.process.returncode == 128 + signal.SIGINT, output
+    _assert_clean(job.scratch)
+
+
+def test_sigkill_leaves_no_process_and_the_next_pod_run_resumes(
+    gcs_postgres: Deployment, looped_speech: Path, tmp_path: Path
+) -> None:
+    deployment = gcs_postgres
+    deployment.pod("ingest", str(looped_speech))
+    job = Background(deployment, tmp_path / "s1")
+    job.wait_in_step("pod-transcript-")
+    os.kill(job.process.pid, signal.SIGKILL)  # pod run only: its run must follow it
+    job.process.communicate(timeout=30)
+    _wait_for(lambda: not _run_processes(job.scratch), timeout_s=5, what="run processes to die")
+    leftover = [p.name for p in job.scratch.iterdir()]
+    assert len(leftover) == 1 and leftover[0].startswith("pod-run-"), leftover
+
+    # The next `pod run` (same TMPDIR) cleans up and resumes without being told to.
+    done = deployment.pod("run", scratch=job.scratch)
+    assert f"removed scratch {leftover[0]}" in done.stdout, done.stdout
+    assert "its process" in done.stdout and "resuming run" in done.stdout, done.stdout
+    [episode] = deployment.catalog.list_episodes()
+    assert episode.status == EpisodeStatus.PROCESSED, episode.last_error
+    assert sorted(p.name for p in job.scratch.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["embedded", "gcs_postgres"])
+def test_two_pod_runs_at_the_same_moment_launch_a_run_key_once(
+    where: str, request: pytest.FixtureRequest, short_speech: Path, tmp_path: Path
+) -> None:
+    deployment: Deployment = request.getfixturevalue(where)
+    deployment.pod("ingest", str(short_speech))
+    jobs = []
+    for n in range(2):
+        argv, env = deployment.command("run", scratch=tmp_path / f"s{n}")
+        jobs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = [job.communicate(timeout=300) for job in jobs]
+    for job, (out, err) in zip(jobs, results, strict=True):
+        assert job.returncode == 0, f"{out}\n{err[-3000:]}"
+        assert "Traceback" not in err, err[-3000:]
+    outputs = "\n".join(out for out, _ in results)
+    assert outputs.count(": success") == 1, outputs
+    assert outputs.count("is launched by another process; skipped") == 1, outputs
+    with dg.DagsterInstance.from_config(deployment.env["DAGSTER_HOME"]) as instance:
+        runs = instance.get_run_records(filters=dg.RunsFilter(job_name=runner.EPISODE_JOB))
+    assert len(runs) == 1, [r.dagster_run.tags for r in runs]
+    [episode] = deployment.catalog.list_episodes()
+    assert episode.status == EpisodeStatus.PROCESSED, episode.last_error
+
+
+def test_automatic_resumes_stop_after_three(embedded: Deployment, short_speech: Path) -> None:
+    deployment = embedded
+    episode_id = deployment.register("take.wav", short_speech)
+    with dg.DagsterInstance.from_config(deployment.env["DAGSTER_HOME"]) as instance:
+        job = runner.episode_job()
+        dead = instance.create_run_for_job(
+            job,
+            tags={
+                runner.PARTITION_TAG: episode_id,
+                runner.RESUME_TAG: "pending",
+                runner.RESUMES_TAG: str(runner.MAX_AUTO_RESUMES),
+            },
+        )
+        deployment.catalog.set_status(
+            episode_id, expected=None, new=EpisodeStatus.PROCESSING, run_id=dead.run_id
+        )
+        instance.report_run_failed(dead, "died")
+        resumes, messages = runner.pending_resumes(instance, deployment.catalog, owner="test")
+        assert resumes == []
+        assert instance.get_run_by_id(dead.run_id).tags[runner.RESUME_TAG] == "given-up"
+    episode = deployment.catalog.get_episode(episode_id)
+    assert episode.status == EpisodeStatus.ERROR
+    assert "4 times in a row" in episode.last_error and "pod run --episode" in episode.last_error
+    assert messages and episode_id in messages[0]
+
+
+def test_pod_beside_make_serve_uses_its_catalog(
+    gcs_postgres: Deployment, embedded: Deployment, short_speech: Path
+) -> None:
+    """``make serve`` writes its settings to ``$POD_HOME/serve.env``; ``pod`` with no POD_*
+    settings of its own reads them while the writer lives, and ignores them after."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "deploy"))
+    import serve
+
+    served = gcs_postgres
+    served.register("served.wav", short_speech)
+    home = embedded.home  # a project folder whose own catalog is empty
+    env = {k: v for k, v in served.env.items() if k not in ("DAGSTER_HOME",) and not k.startswith("POD_")}
+    env.update(POD_HOME=str(home))
+    writer = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time; sys.path.insert(0, sys.argv[1]); import serve, pathlib; "
+            "serve.write_serve_env(pathlib.Path(sys.argv[2]), eval(sys.argv[3])); "
+            "print('ready', flush=True); time.sleep(600)"
+        ), str(Path(serve.__file__).parent), str(home / "serve.env"), repr(served.env)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        assert oct((home / "serve.env").stat().st_mode & 0o777) == "0o600"
+        status = subprocess.run([str(Path(sys.executable).parent / "pod"), "status", "--json"],
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0, status.stderr[-2000:]
+        assert [row["source_name"] for row in json.loads(status.stdout)] == ["served.wav"]
+        assert "make serve" in status.stderr
+    finally:
+        writer.kill()
+        writer.wait()
+    alone = subprocess.run([str(Path(sys.executable).parent / "pod"), "status", "--json"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    assert json.loads(alone.stdout) == []
