@@ -1,6 +1,7 @@
 """``transcript``: words with timings, fillers flagged."""
 
 
+import logging
 import tempfile
 from pathlib import Path
 
@@ -10,9 +11,10 @@ from pod_assets import layout
 from pod_assets.partitions import episode_partitions
 from pod_assets.raw_audio import raw_audio
 from pod_assets.status import TRANSIENT_RETRY_POLICY, episode_step
-from pod_audio.transcript import Transcript
+from pod_audio.asr import words_from_json, words_to_json
+from pod_audio.transcript import Transcript, Word
 from pod_resources.catalog import CatalogResource
-from pod_resources.storage import ObjectStore
+from pod_resources.storage import ObjectNotFoundError, ObjectStore
 from pod_resources.transcriber import TranscriberResource
 
 TIMINGS_CHECK = "transcript_timings_valid"
@@ -38,6 +40,53 @@ def timing_problems(transcript: Transcript, *, audio_duration_s: float) -> list[
         if len(problems) >= 5:
             break
     return problems
+
+
+class StoredChunks:
+    """Finished transcription chunks kept in the object store, beside the episode.
+
+    ``episodes/<ep>/transcript-chunks/<key>.json``; a key names the recogniser, its
+    settings and the chunk's sample range, and the episode's raw bytes are immutable, so a
+    stored chunk is reused only for exactly the audio and engine that made it. An
+    interrupted or retried step loses at most the chunk it was working on. The chunks are
+    deleted once ``transcript.json`` is written.
+    """
+
+    def __init__(self, store: ObjectStore, episode_id: str):
+        self.store = store
+        self.prefix = layout.episode_key(episode_id, "transcript-chunks/")
+        self.reused = 0
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}{key}.json"
+
+    def get(self, key: str) -> list[Word] | None:
+        try:
+            words = words_from_json(self.store.read_bytes(self._key(key)))
+        except ObjectNotFoundError:
+            return None
+        self.reused += 1
+        return words
+
+    def put(self, key: str, words: list[Word]) -> None:
+        self.store.write_bytes(self._key(key), words_to_json(words), content_type="application/json")
+
+    def clear(self) -> None:
+        for info in list(self.store.list(self.prefix)):
+            self.store.delete(info.key)
+
+
+def _progress_logger(log: logging.Logger | dg.DagsterLogManager, episode_id: str):
+    """Logs transcription progress about every 10 % (and at the end)."""
+    last = [-1]
+
+    def report(done_s: float, total_s: float) -> None:
+        tenth = int(10 * done_s / total_s) if total_s > 0 else 10
+        if tenth > last[0]:
+            last[0] = tenth
+            log.info(f"transcript {episode_id}: {done_s:.0f} of {total_s:.0f} s recognised")
+
+    return report
 
 
 def transcript_preview(transcript: Transcript) -> str:
@@ -70,18 +119,24 @@ def transcript(
 ) -> dg.MaterializeResult:
     """Words with start and end times, confidence and ``is_filler``, from the raw audio.
 
-    Written to ``episodes/<ep>/transcript.json`` together with the engine's name and
-    version. Long audio is split at silences and recognised on all cores.
+    Whisper writes the words; forced alignment puts each on its own span; fillers are found
+    only between words. Written to ``episodes/<ep>/transcript.json`` with the engine, model
+    and model checksum. Finished chunks are kept in the store while the step runs, so a
+    retry or a resumed run goes on from the first unfinished chunk.
     """
     cat = catalog.get_catalog()
     with episode_step(context, cat, step="transcript") as step:
         raw_key = step.episode.raw_key or layout.raw_key(step.episode_id, step.episode.source_name)
+        chunks = StoredChunks(store, step.episode_id)
         with tempfile.TemporaryDirectory(prefix="pod-transcript-") as scratch:
             local = Path(scratch) / Path(raw_key).name
             store.read_to_path(raw_key, local)
-            result = transcriber.transcribe(local)
+            result = transcriber.transcribe(
+                local, cache=chunks, progress=_progress_logger(context.log, step.episode_id)
+            )
         key = layout.episode_key(step.episode_id, layout.TRANSCRIPT)
         store.write_bytes(key, result.to_json().encode(), content_type="application/json")
+        chunks.clear()
         cat.record_artifacts(step.episode_id, {"transcript": store.uri(key)})
         cat.record_metrics(
             step.episode_id,
@@ -102,6 +157,10 @@ def transcript(
                 "speech_s": dg.MetadataValue.float(float(round(result.speech_s, 2))),
                 "fillers": dg.MetadataValue.int(result.filler_count),
                 "engine": dg.MetadataValue.text(f"{result.engine} {result.engine_version}"),
+                "model": dg.MetadataValue.text(str(result.extra.get("model", "n/a"))),
+                "model_sha256": dg.MetadataValue.text(str(result.extra.get("model_sha256") or "n/a")),
+                "aligner": dg.MetadataValue.text(str(result.extra.get("aligner") or "none")),
+                "chunks_resumed": dg.MetadataValue.int(chunks.reused),
                 "preview": dg.MetadataValue.md(transcript_preview(result)),
                 "uri": dg.MetadataValue.url(store.uri(key)),
             },

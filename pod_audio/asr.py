@@ -1,57 +1,66 @@
-"""Offline speech recognition with word timings: pocketsphinx, in parallel over long audio.
+"""Offline speech recognition with word-accurate timings and filler flags.
 
-:func:`transcribe` decodes any file :mod:`pod_audio.io` reads to 16 kHz mono, streaming, into a
-temporary 16-bit PCM file, and splits it at pauses into chunks of about ``chunk_target_s``
-seconds. Each chunk is decoded on its own (in this process or in a pool of worker processes
-that read their sample range from the PCM file), so memory stays bounded by the chunk size,
-not the episode length. A chunk's word times are shifted back by exactly its first sample
-over 16 000.
+:func:`transcribe` turns any audio file :mod:`pod_audio.io` reads into a :class:`Transcript`:
 
-Pocketsphinx does not emit hesitations ("um", "uh") as words, so each chunk also runs the
-acoustic filler detector of :mod:`pod_audio.fillers`; see ``docs/fillers.md``.
+1. **Streaming to 16 kHz.** The file is decoded block by block into a temporary 16-bit mono
+   PCM file; one RMS level per 10 ms stays in memory. Memory is bounded by the chunk size,
+   not the episode length.
+2. **Chunks at pauses** (:func:`plan_chunks`): about ``chunk_target_s`` each, never longer
+   than one and a half targets.
+3. **Recognition** of each chunk by a :class:`Recogniser`: by default Whisper through
+   faster-whisper (:mod:`pod_audio.whisper`), which writes the words right but puts them
+   on rough times and leaves hesitations out.
+4. **Alignment** (:mod:`pod_audio.align`): the recognised words are force-aligned to the
+   chunk, so each word lies on its own phones and pauses and fillers fall between words.
+5. **Fillers** (:func:`pod_audio.fillers.fillers_between_words`): hesitations ("um", "uh",
+   "er", "ah", "hmm") are looked for only in the stretches between aligned words, so a
+   filler never takes a recognised word.
+
+Chunks are independent; a finished chunk can be kept in a :class:`ChunkCache` so that an
+interrupted transcription resumes at the first unfinished chunk. Alignment and filler
+detection of one chunk run on a helper thread while the recogniser works on the next.
 """
 
 from __future__ import annotations
 
-import ctypes
+import hashlib
 import importlib.metadata
-import multiprocessing
+import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from pod_audio import fillers
+from pod_audio.align import align_words, aligner_version
 from pod_audio.errors import TranscriptionError
 from pod_audio.io import iter_blocks
-from pod_audio.transcript import FILLER_WORDS, Transcript, Word
+from pod_audio.transcript import Transcript, Word
 
 __all__ = [
-    "ENGINE",
+    "ALGORITHM_VERSION",
     "SAMPLE_RATE",
-    "PocketsphinxTranscriber",
-    "Transcriber",
+    "ChunkCache",
+    "PocketsphinxRecogniser",
+    "Recogniser",
     "decode_segments",
     "plan_chunks",
     "transcribe",
     "transcribe_samples",
 ]
 
-ENGINE = "pocketsphinx"
+ALGORITHM_VERSION = 2
+"""Bumped whenever chunking, alignment or filler detection change what a chunk yields:
+cached chunks of another version are not reused."""
 SAMPLE_RATE = 16000
-"""Pocketsphinx's en-US acoustic model is trained on 16 kHz audio."""
 FRAME_SAMPLES = 160
-"""Pocketsphinx's frame shift (10 ms at 16 kHz); word times are multiples of it."""
+"""10 ms at 16 kHz: the frame of the level analysis, of chunk splits and of alignment."""
 _FRAMES_PER_S = SAMPLE_RATE // FRAME_SAMPLES
-
-_NON_WORDS = frozenset({"<s>", "</s>", "<sil>", "[NOISE]"})
-_SPEECH_NOISE = "[SPEECH]"
 
 _MIN_DECODE_S = 0.1
 """Audio shorter than this holds no word: it is not decoded."""
@@ -63,157 +72,246 @@ _SPLIT_QUIET_MIN_DB = 6.0
 _SPLIT_QUIET_MAX_DB = 15.0
 """Quiet means below the noise floor plus 30 % of the floor-to-speech range, within these limits."""
 _PCM_BLOCK_FRAMES = 65536
+DEFAULT_CHUNK_S = 20.0
+"""Whisper reads 30 s windows: a chunk (at most one and a half targets) fills one."""
 
 
 # --------------------------------------------------------------------------- public API
 
 
 @runtime_checkable
-class Transcriber(Protocol):
-    """Something that turns an audio file into a :class:`Transcript` with word timings."""
+class Recogniser(Protocol):
+    """Recognises words in one chunk of 16 kHz mono audio.
 
-    name: str
-
-    def transcribe(self, path: str | os.PathLike[str], **kwargs: Any) -> Transcript: ...
-
-
-@dataclass(frozen=True)
-class PocketsphinxTranscriber:
-    """:class:`Transcriber` backed by :func:`transcribe`; its fields are the defaults of each call.
-
-    Attributes:
-        workers: worker processes; 0 uses every core available to this process, 1 decodes
-            in this process.
-        chunk_target_s: length in seconds the audio is split into (at pauses).
-        detect_fillers: run the acoustic filler detector.
+    ``needs_alignment``: its word times are rough and must be force-aligned.
+    ``finds_fillers``: it flags fillers itself (no filler search after it).
     """
 
-    workers: int = 0
-    chunk_target_s: float = 30.0
-    detect_fillers: bool = True
-    name: str = ENGINE
+    name: str
+    needs_alignment: bool
+    finds_fillers: bool
 
-    def transcribe(self, path: str | os.PathLike[str], **kwargs: Any) -> Transcript:
-        options: dict[str, Any] = {
-            "workers": self.workers,
-            "chunk_target_s": self.chunk_target_s,
-            "detect_fillers": self.detect_fillers,
-        }
-        options.update(kwargs)
-        return transcribe(path, **options)
+    def version(self) -> str: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def recognise(self, samples: np.ndarray) -> list[Word]: ...
 
 
-def engine_version() -> str:
-    """Version of the installed pocketsphinx package."""
-    try:
-        return importlib.metadata.version("pocketsphinx")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - vendored builds
-        return "unknown"
+class ChunkCache(Protocol):
+    """Somewhere finished chunks are kept between attempts (see :func:`transcribe`)."""
+
+    def get(self, key: str) -> list[Word] | None: ...
+
+    def put(self, key: str, words: list[Word]) -> None: ...
+
+
+Progress = Callable[[float, float], None]
+"""Called with (seconds of audio done, total seconds) after every chunk."""
 
 
 def transcribe(
     path: str | os.PathLike[str],
     *,
-    workers: int = 0,
-    chunk_target_s: float = 30.0,
+    recogniser: Recogniser | None = None,
+    chunk_target_s: float = DEFAULT_CHUNK_S,
     detect_fillers: bool = True,
+    cache: ChunkCache | None = None,
+    progress: Progress | None = None,
 ) -> Transcript:
     """Transcribe ``path`` with word timings and filler flags.
 
     Args:
         path: any audio file :func:`pod_audio.io.iter_blocks` decodes.
-        workers: worker processes decoding chunks in parallel; 0 uses all cores available to
-            this process, 1 decodes in this process.
-        chunk_target_s: the audio is split at pauses near every ``chunk_target_s`` seconds;
-            chunks are decoded independently.
-        detect_fillers: run the acoustic filler detector on each chunk (hesitations become
-            words "um", "uh", "er", "ah", "hmm" with ``is_filler=True``). Without it only words
-            the recogniser itself spells as fillers are flagged.
+        recogniser: defaults to Whisper ``tiny.en`` on the CPU (:mod:`pod_audio.whisper`).
+        chunk_target_s: the audio is split at pauses near every ``chunk_target_s`` seconds.
+        detect_fillers: look for hesitations between the words ("um", "uh", "er", "ah",
+            "hmm" with ``is_filler=True``). Without it only words the recogniser itself
+            spells as fillers are flagged.
+        cache: where finished chunks are kept; a chunk found there (same recogniser, same
+            settings, same samples) is not recognised again.
+        progress: called after every chunk.
 
     Returns:
         A :class:`Transcript` whose words are sorted, do not overlap, and lie inside
-        ``[0, duration_s]``; ``duration_s`` is the decoded length of the audio.
+        ``[0, duration_s]``; ``duration_s`` is the decoded length of the audio. Its
+        ``extra`` names the model, its checksum and the aligner.
 
     Raises:
         AudioInputError: the file cannot be decoded (see :mod:`pod_audio.io`).
-        TranscriptionError: the recogniser failed.
-        ValueError: ``workers`` is negative or ``chunk_target_s`` is not positive.
+        TranscriptionError: the recogniser failed or its model is missing or damaged.
+        ValueError: ``chunk_target_s`` is not positive.
     """
-    if workers < 0:
-        raise ValueError(f"workers must be >= 0, got {workers}")
     if not chunk_target_s > 0:
         raise ValueError(f"chunk_target_s must be positive, got {chunk_target_s}")
+    if recogniser is None:
+        recogniser = default_recogniser()
+    fingerprint = _fingerprint(recogniser, detect_fillers=detect_fillers)
     with tempfile.TemporaryDirectory(prefix="pod-asr-") as scratch:
         pcm_path = Path(scratch) / "audio16k.s16"
         total_samples, frame_db = _write_pcm(path, pcm_path)
-        chunks = plan_chunks(frame_db, chunk_target_s=chunk_target_s)
-        jobs = [
-            _ChunkJob(
-                pcm_path=str(pcm_path),
-                start_sample=start * FRAME_SAMPLES,
-                end_sample=min(end * FRAME_SAMPLES, total_samples),
-                detect_fillers=detect_fillers,
-            )
-            for start, end in chunks
+        chunks = [
+            (start * FRAME_SAMPLES, min(end * FRAME_SAMPLES, total_samples))
+            for start, end in plan_chunks(frame_db, chunk_target_s=chunk_target_s)
         ]
-        jobs = [job for job in jobs if _holds_sound(frame_db, job)]
-        results = _run_jobs(jobs, workers=_worker_count(workers, len(jobs)))
+        chunks = [c for c in chunks if _holds_sound(frame_db, *c)]
+        results = _run_chunks(
+            pcm_path, chunks, recogniser, detect_fillers=detect_fillers, cache=cache,
+            fingerprint=fingerprint, progress=progress, total_s=total_samples / SAMPLE_RATE,
+        )
     duration_s = total_samples / SAMPLE_RATE
-    words = _finalise(
-        (word for chunk_words in results for word in chunk_words), duration_s=duration_s
-    )
+    words = _finalise((w for chunk_words in results for w in chunk_words), duration_s=duration_s)
     return Transcript(
-        words=tuple(words), duration_s=duration_s, engine=ENGINE, engine_version=engine_version()
+        words=tuple(words),
+        duration_s=duration_s,
+        engine=recogniser.name,
+        engine_version=recogniser.version(),
+        extra=_extra(recogniser, detect_fillers=detect_fillers, chunks=len(chunks)),
     )
 
 
-def transcribe_samples(samples: np.ndarray, *, detect_fillers: bool = True) -> Transcript:
-    """Transcribe 16 kHz mono samples held in memory, as one chunk, in this process.
-
-    Args:
-        samples: 1-D ``int16`` PCM, or floats in ``[-1, 1]``, at 16 kHz.
-        detect_fillers: as for :func:`transcribe`.
-    """
+def transcribe_samples(
+    samples: np.ndarray, *, recogniser: Recogniser | None = None, detect_fillers: bool = True
+) -> Transcript:
+    """Transcribe 16 kHz mono samples held in memory (``int16``, or floats in ``[-1, 1]``)
+    as one chunk."""
     pcm = _as_int16(samples)
+    if recogniser is None:
+        recogniser = default_recogniser()
     duration_s = len(pcm) / SAMPLE_RATE
-    words = _transcribe_pcm(pcm, detect_fillers=detect_fillers) if _pcm_holds_sound(pcm) else []
+    words = (
+        chunk_words(pcm, recogniser, detect_fillers=detect_fillers)
+        if _pcm_holds_sound(pcm)
+        else []
+    )
     return Transcript(
         words=tuple(_finalise(words, duration_s=duration_s)),
         duration_s=duration_s,
-        engine=ENGINE,
-        engine_version=engine_version(),
+        engine=recogniser.name,
+        engine_version=recogniser.version(),
+        extra=_extra(recogniser, detect_fillers=detect_fillers, chunks=1),
     )
 
 
-def decode_segments(pcm: np.ndarray) -> list[Word]:
-    """Decode 16 kHz mono ``int16`` samples with the language model, as one utterance.
+def default_recogniser() -> Recogniser:
+    """Whisper ``tiny.en`` on the CPU, with the weights shipped as a Python package."""
+    from pod_audio.whisper import WhisperEngine
 
-    Returns every segment of the best path except sentence marks and silences: dictionary
-    words (pronunciation variants ``"(2)"`` stripped), ``"[SPEECH]"`` and ``"[NOISE]"``, with
-    times in seconds from the first sample and ``confidence`` the segment's posterior
-    probability.
+    return WhisperEngine()
+
+
+def chunk_words(pcm: np.ndarray, recogniser: Recogniser, *, detect_fillers: bool) -> list[Word]:
+    """Words of one chunk of 16 kHz ``int16`` samples, times from its first sample."""
+    words = recogniser.recognise(pcm.astype(np.float32) / 32768.0)
+    return finish_chunk(pcm, words, recogniser, detect_fillers=detect_fillers)
+
+
+def finish_chunk(
+    pcm: np.ndarray, words: list[Word], recogniser: Recogniser, *, detect_fillers: bool
+) -> list[Word]:
+    """Align a chunk's recognised words and add the fillers found between them."""
+    if recogniser.finds_fillers:
+        return words
+    aligned = [True] * len(words)
+    if recogniser.needs_alignment and words:
+        result = align_words(pcm, words)
+        words, aligned = list(result.words), list(result.aligned)
+    words = [fillers.flag_spelled_filler(w) for w in words]
+    if detect_fillers:
+        words = fillers.merge_fillers(
+            words, fillers.fillers_between_words(pcm, words, aligned=aligned)
+        )
+    return words
+
+
+# --------------------------------------------------------------------------- chunks
+
+
+def _run_chunks(
+    pcm_path: Path,
+    chunks: list[tuple[int, int]],
+    recogniser: Recogniser,
+    *,
+    detect_fillers: bool,
+    cache: ChunkCache | None,
+    fingerprint: str,
+    progress: Progress | None,
+    total_s: float,
+) -> list[list[Word]]:
+    """Words of each chunk (times from the start of the file), in the chunks' order.
+
+    The recogniser works through the chunks in this thread; each chunk's alignment and
+    filler search runs on one helper thread meanwhile (both release the GIL in their
+    native code), so at most two chunks are held in memory.
     """
-    if len(pcm) < _MIN_DECODE_S * SAMPLE_RATE:
-        return []
-    decoder = _decoder()
-    try:
-        decoder.start_utt()
-        decoder.process_raw(np.ascontiguousarray(pcm, dtype=np.int16).tobytes(), full_utt=True)
-        decoder.end_utt()
-        if decoder.hyp() is None:
-            return []
-        segments = list(decoder.seg())
-    except RuntimeError as exc:
-        raise TranscriptionError(f"pocketsphinx failed: {exc}") from exc
-    out: list[Word] = []
-    for seg in segments:
-        text = _strip_variant(seg.word)
-        if text in ("<s>", "</s>", "<sil>"):
-            continue
-        start_s = seg.start_frame / _FRAMES_PER_S
-        end_s = (seg.end_frame + 1) / _FRAMES_PER_S
-        out.append(Word(text, start_s, end_s, confidence=_clip01(seg.prob)))
-    return out
+    results: list[list[Word]] = [[] for _ in chunks]
+    pending: tuple[int, Future[list[Word]]] | None = None
+
+    def collect() -> None:
+        index, future = pending  # type: ignore[misc]
+        start, end = chunks[index]
+        words = [w.shifted(start / SAMPLE_RATE) for w in future.result()]
+        results[index] = words
+        if cache is not None:
+            cache.put(_chunk_key(fingerprint, start, end), words)
+        if progress is not None:
+            progress(end / SAMPLE_RATE, total_s)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pod-align") as helper:
+        for index, (start, end) in enumerate(chunks):
+            cached = cache.get(_chunk_key(fingerprint, start, end)) if cache else None
+            if cached is not None:
+                results[index] = cached
+                if progress is not None:
+                    progress(end / SAMPLE_RATE, total_s)
+                continue
+            pcm = np.fromfile(pcm_path, dtype=np.int16, count=end - start, offset=2 * start)
+            words = recogniser.recognise(pcm.astype(np.float32) / 32768.0)
+            if pending is not None:
+                collect()
+            pending = (
+                index,
+                helper.submit(finish_chunk, pcm, words, recogniser, detect_fillers=detect_fillers),
+            )
+        if pending is not None:
+            collect()
+    return results
+
+
+def _chunk_key(fingerprint: str, start_sample: int, end_sample: int) -> str:
+    return f"{fingerprint}-{start_sample}-{end_sample}"
+
+
+def _fingerprint(recogniser: Recogniser, *, detect_fillers: bool) -> str:
+    """What a chunk's words depend on besides its samples."""
+    described = {
+        "engine": recogniser.name,
+        "version": recogniser.version(),
+        "algorithm": ALGORITHM_VERSION,
+        "detect_fillers": detect_fillers,
+        **recogniser.describe(),
+    }
+    text = json.dumps(described, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _extra(recogniser: Recogniser, *, detect_fillers: bool, chunks: int) -> dict[str, Any]:
+    return {
+        **recogniser.describe(),
+        "aligner": aligner_version() if recogniser.needs_alignment else None,
+        "detect_fillers": detect_fillers,
+        "chunks": chunks,
+        "algorithm": ALGORITHM_VERSION,
+    }
+
+
+def words_to_json(words: Iterable[Word]) -> bytes:
+    """A chunk's words as stored in a :class:`ChunkCache`."""
+    return json.dumps([asdict(w) for w in words]).encode()
+
+
+def words_from_json(data: bytes) -> list[Word]:
+    return [Word(**w) for w in json.loads(data)]
 
 
 # --------------------------------------------------------------------------- chunk planning
@@ -341,86 +439,13 @@ def _pcm_holds_sound(pcm: np.ndarray) -> bool:
     return float(_frame_db(pcm[:usable].astype(np.float32) / 32768.0).max()) >= _SILENCE_DBFS
 
 
-# --------------------------------------------------------------------------- chunk jobs
 
 
-@dataclass(frozen=True)
-class _ChunkJob:
-    pcm_path: str
-    start_sample: int
-    end_sample: int
-    detect_fillers: bool
-
-
-def _holds_sound(frame_db: np.ndarray, job: _ChunkJob) -> bool:
-    if job.end_sample - job.start_sample < _MIN_DECODE_S * SAMPLE_RATE:
+def _holds_sound(frame_db: np.ndarray, start_sample: int, end_sample: int) -> bool:
+    if end_sample - start_sample < _MIN_DECODE_S * SAMPLE_RATE:
         return False
-    window = frame_db[job.start_sample // FRAME_SAMPLES : -(-job.end_sample // FRAME_SAMPLES)]
+    window = frame_db[start_sample // FRAME_SAMPLES : -(-end_sample // FRAME_SAMPLES)]
     return bool(len(window)) and float(window.max()) >= _SILENCE_DBFS
-
-
-def _worker_count(workers: int, n_jobs: int) -> int:
-    if workers == 0:
-        try:
-            workers = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not Linux
-            workers = os.cpu_count() or 1
-    return max(1, min(workers, n_jobs))
-
-
-def _run_jobs(jobs: Sequence[_ChunkJob], *, workers: int) -> list[list[Word]]:
-    """Words of each job, in the jobs' order."""
-    if workers <= 1 or len(jobs) <= 1:
-        return [_run_chunk(job) for job in jobs]
-    # "spawn": the parent may run threads (a Dagster step does), which fork does not survive.
-    context = multiprocessing.get_context("spawn")
-    # Longest first, so that no worker is left with a long chunk while the others idle.
-    order = sorted(range(len(jobs)), key=lambda i: jobs[i].start_sample - jobs[i].end_sample)
-    try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = {i: pool.submit(_run_chunk, jobs[i]) for i in order}
-            return [futures[i].result() for i in range(len(jobs))]
-    except BrokenProcessPool as exc:
-        raise TranscriptionError(f"a transcription worker died: {exc}") from exc
-
-
-def _run_chunk(job: _ChunkJob) -> list[Word]:
-    """Decode one chunk; times in the returned words are from the start of the file."""
-    count = job.end_sample - job.start_sample
-    pcm = np.fromfile(job.pcm_path, dtype=np.int16, count=count, offset=2 * job.start_sample)
-    offset_s = job.start_sample / SAMPLE_RATE
-    try:
-        words = _transcribe_pcm(pcm, detect_fillers=job.detect_fillers)
-    finally:
-        _release_memory()
-    return [w.shifted(offset_s) for w in words]
-
-
-def _release_memory() -> None:
-    """Hand the freed decoder memory back to the system (glibc keeps it otherwise, and the
-    next chunk's decoder then peaks on top of it)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def _transcribe_pcm(pcm: np.ndarray, *, detect_fillers: bool) -> list[Word]:
-    """Words of one chunk (times from its first sample), fillers included."""
-    segments = decode_segments(pcm)
-    words = [_as_word(seg) for seg in segments if seg.text not in _NON_WORDS]
-    if detect_fillers:
-        found = fillers.detect_fillers(pcm, segments=segments, sample_rate=SAMPLE_RATE)
-        words = fillers.apply_fillers(words, found)
-    return [w for w in words if w.text != _SPEECH_NOISE]
-
-
-def _as_word(seg: Word) -> Word:
-    text = seg.text.lower() if seg.text != _SPEECH_NOISE else seg.text
-    canonical = fillers.canonical_filler(text)
-    if canonical is not None:
-        return Word(canonical, seg.start_s, seg.end_s, seg.confidence, is_filler=True)
-    return Word(text, seg.start_s, seg.end_s, seg.confidence, is_filler=text in FILLER_WORDS)
 
 
 def _finalise(words: Iterable[Word], *, duration_s: float) -> list[Word]:
@@ -441,36 +466,87 @@ def _finalise(words: Iterable[Word], *, duration_s: float) -> list[Word]:
 # --------------------------------------------------------------------------- pocketsphinx
 
 
-def _decoder() -> Any:
-    """A fresh language-model decoder.
+@dataclass(frozen=True)
+class PocketsphinxRecogniser:
+    """CMU pocketsphinx with its en-US language model, and the acoustic filler detector of
+    :mod:`pod_audio.fillers` run over the whole chunk.
 
-    One per utterance: pocketsphinx's phone-loop lookahead keeps state from the previous
-    utterance, so a reused decoder gives a chunk different words depending on which chunk the
-    process decoded before it. Loading takes about 0.2 s, under 1 % of a 30 s chunk's decode.
+    Kept as the baseline the benchmarks compare against: it needs no model download and
+    places words on its own 10 ms frames, but gets most conversational words wrong.
     """
-    return _new_decoder()
+
+    name: str = "pocketsphinx"
+    needs_alignment: bool = False
+    finds_fillers: bool = True
+    detect_fillers: bool = True
+
+    def version(self) -> str:
+        try:
+            return importlib.metadata.version("pocketsphinx")
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+            return "unknown"
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": "en-us (pocketsphinx)", "model_sha256": None}
+
+    def recognise(self, samples: np.ndarray) -> list[Word]:
+        pcm = _as_int16(samples)
+        segments = decode_segments(pcm)
+        words = [_as_word(seg) for seg in segments if seg.text not in _NON_WORDS]
+        if self.detect_fillers:
+            found = fillers.detect_fillers(pcm, segments=segments, sample_rate=SAMPLE_RATE)
+            words = fillers.apply_fillers(words, found)
+        return [w for w in words if w.text != _SPEECH_NOISE]
 
 
-def _new_decoder(**options: Any) -> Any:
+_NON_WORDS = frozenset({"<s>", "</s>", "<sil>", "[NOISE]"})
+_SPEECH_NOISE = "[SPEECH]"
+
+
+def decode_segments(pcm: np.ndarray) -> list[Word]:
+    """Decode 16 kHz mono ``int16`` samples with pocketsphinx's language model, as one
+    utterance.
+
+    Returns every segment of the best path except sentence marks and silences: dictionary
+    words (pronunciation variants ``"(2)"`` stripped), ``"[SPEECH]"`` and ``"[NOISE]"``, with
+    times in seconds from the first sample and ``confidence`` the segment's posterior
+    probability.
+    """
+    if len(pcm) < _MIN_DECODE_S * SAMPLE_RATE:
+        return []
     try:
         from pocketsphinx import Decoder
     except ImportError as exc:  # pragma: no cover - dependency missing
         raise TranscriptionError("pocketsphinx is not installed") from exc
     try:
-        return Decoder(loglevel="ERROR", **options)
+        # A fresh decoder per utterance: a reused one keeps phone-loop state from the last.
+        decoder = Decoder(loglevel="ERROR")
+        decoder.start_utt()
+        decoder.process_raw(np.ascontiguousarray(pcm, dtype=np.int16).tobytes(), full_utt=True)
+        decoder.end_utt()
+        if decoder.hyp() is None:
+            return []
+        segments = list(decoder.seg())
     except (RuntimeError, ValueError) as exc:
-        raise TranscriptionError(f"pocketsphinx cannot start: {exc}") from exc
+        raise TranscriptionError(f"pocketsphinx failed: {exc}") from exc
+    out: list[Word] = []
+    for seg in segments:
+        text = seg.word[: seg.word.rindex("(")] if seg.word.endswith(")") else seg.word
+        if text in ("<s>", "</s>", "<sil>"):
+            continue
+        prob = float(seg.prob) if np.isfinite(seg.prob) else 0.0
+        out.append(
+            Word(text, seg.start_frame / _FRAMES_PER_S, (seg.end_frame + 1) / _FRAMES_PER_S,
+                 confidence=min(1.0, max(0.0, prob)))
+        )
+    return out
 
 
-def _strip_variant(text: str) -> str:
-    """``"for(2)"`` -> ``"for"``: pocketsphinx marks alternative pronunciations."""
-    if text.endswith(")") and "(" in text:
-        return text[: text.rindex("(")]
-    return text
-
-
-def _clip01(value: float) -> float:
-    if not np.isfinite(value):
-        return 0.0
-    return float(min(1.0, max(0.0, value)))
-
+def _as_word(seg: Word) -> Word:
+    if seg.text == _SPEECH_NOISE:
+        return seg
+    text = seg.text.lower()
+    canonical = fillers.canonical_filler(text)
+    if canonical is not None:
+        return Word(canonical, seg.start_s, seg.end_s, seg.confidence, is_filler=True)
+    return Word(text, seg.start_s, seg.end_s, seg.confidence)

@@ -29,6 +29,7 @@ precision and recall measured on held-out sets.
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -267,6 +268,110 @@ def detect_fillers(
             )
         )
     return sorted(found, key=lambda w: w.start_s)
+
+
+MAX_WORD_OVERLAP_S = 0.02
+"""A filler never overlaps a recognised non-filler word by more than this (the hard rule)."""
+_MIN_KEPT_FRACTION = 0.6
+"""A detection clipped to the gap between two words must keep this share of its length;
+otherwise most of it lay on a word (a held vowel at a word's end) and it is dropped."""
+
+
+def flag_spelled_filler(word: Word) -> Word:
+    """``word`` with ``is_filler`` set and its text canonical ("Um," -> "um") when the
+    recogniser spelled a filler; unchanged otherwise."""
+    canonical = canonical_filler(word.text.strip(".,!?;:\"'…-"))
+    if canonical is None:
+        return word
+    return Word(canonical, word.start_s, word.end_s, word.confidence, is_filler=True)
+
+
+def fillers_between_words(
+    samples: np.ndarray,
+    words: Sequence[Word],
+    *,
+    aligned: Sequence[bool] | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> list[Word]:
+    """Fillers in the stretches between force-aligned words of one chunk.
+
+    The acoustic detector (:func:`detect_fillers`) runs over the chunk with the words as the
+    recogniser's segments; each detection is then clipped to the gap between the words
+    around it. A detection that keeps less than 60 % of its length after clipping lay
+    mostly on a word (a drawn-out "so" before a pause) and is dropped: when unsure, the
+    audio stays. Gaps next to a word the aligner could not place are not searched.
+
+    Args:
+        samples: 1-D 16 kHz mono audio, ``int16`` or floats in ``[-1, 1]``.
+        words: the chunk's words in order, times in seconds from the first sample; words
+            flagged ``is_filler`` are not protected.
+        aligned: per word, whether its span is trustworthy (default: all).
+        threshold: score from which a candidate is a filler.
+
+    Returns:
+        Filler words (``is_filler=True``, ``confidence`` the detector's score), sorted, each
+        inside one gap: none overlaps a non-filler word.
+    """
+    pcm = _as_int16(samples)
+    flags = list(aligned) if aligned is not None else [True] * len(words)
+    gaps = _gaps_between(words, flags, duration_s=len(pcm) / SAMPLE_RATE)
+    if not gaps:
+        return []
+    lexical = [w for w in words if not w.is_filler]
+    found = detect_fillers(pcm, segments=lexical, threshold=threshold)
+    out: list[Word] = []
+    for filler in found:
+        best = max(gaps, key=lambda g: _overlap(g[0], g[1], filler.start_s, filler.end_s))
+        start, end = max(filler.start_s, best[0]), min(filler.end_s, best[1])
+        if end - start < _MIN_CANDIDATE_S or end - start < _MIN_KEPT_FRACTION * filler.duration_s:
+            continue
+        out.append(Word(filler.text, round(start, 3), round(end, 3), filler.confidence, True))
+    return out
+
+
+def _gaps_between(
+    words: Sequence[Word], aligned: Sequence[bool], *, duration_s: float
+) -> list[tuple[float, float]]:
+    """Stretches between consecutive non-filler words (and the chunk's edges) whose words on
+    both sides are aligned, at least a candidate long."""
+    gaps: list[tuple[float, float]] = []
+    previous_end, previous_ok = 0.0, True
+    for word, ok in zip(words, aligned):
+        if word.is_filler and ok:
+            continue
+        if ok and previous_ok and word.start_s - previous_end >= _MIN_CANDIDATE_S:
+            gaps.append((previous_end, word.start_s))
+        previous_end, previous_ok = max(previous_end, word.end_s), ok
+    if previous_ok and duration_s - previous_end >= _MIN_CANDIDATE_S:
+        gaps.append((previous_end, duration_s))
+    return gaps
+
+
+def merge_fillers(words: Sequence[Word], found: Sequence[Word]) -> list[Word]:
+    """``words`` with the fillers ``found`` between them; a found filler overlapping a filler
+    the recogniser spelled replaces it (the acoustic span is the better one)."""
+    kept = [
+        w
+        for w in words
+        if not (w.is_filler and any(_overlap(w.start_s, w.end_s, f.start_s, f.end_s) > 0 for f in found))
+    ]
+    return sorted([*kept, *found], key=lambda w: (w.start_s, w.end_s))
+
+
+def filler_overlaps(words: Sequence[Word]) -> list[tuple[Word, Word, float]]:
+    """Every (filler, non-filler word, seconds of overlap) over :data:`MAX_WORD_OVERLAP_S`."""
+    lexical = sorted((w for w in words if not w.is_filler), key=lambda w: w.start_s)
+    starts = [w.start_s for w in lexical]
+    problems: list[tuple[Word, Word, float]] = []
+    for filler in (w for w in words if w.is_filler):
+        index = max(0, bisect.bisect_left(starts, filler.start_s) - 1)
+        for word in lexical[index:]:
+            if word.start_s >= filler.end_s:
+                break
+            overlap = _overlap(word.start_s, word.end_s, filler.start_s, filler.end_s)
+            if overlap > MAX_WORD_OVERLAP_S:
+                problems.append((filler, word, overlap))
+    return problems
 
 
 def apply_fillers(words: Sequence[Word], found: Sequence[Word]) -> list[Word]:

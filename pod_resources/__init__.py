@@ -9,7 +9,7 @@ import dagster as dg
 from pod_resources.catalog import Catalog, CatalogResource
 from pod_resources.show import ShowResource
 from pod_resources.storage import GCSObjectStore, LocalObjectStore, ObjectStore
-from pod_resources.transcriber import PocketsphinxTranscriberResource, TranscriberResource
+from pod_resources.transcriber import TranscriberResource, WhisperTranscriberResource
 
 if TYPE_CHECKING:
     from pod_pipeline.settings import Settings
@@ -20,9 +20,9 @@ __all__ = [
     "GCSObjectStore",
     "LocalObjectStore",
     "ObjectStore",
-    "PocketsphinxTranscriberResource",
     "ShowResource",
     "TranscriberResource",
+    "WhisperTranscriberResource",
     "build_defs",
 ]
 
@@ -50,7 +50,12 @@ def build_defs(settings: Settings) -> dg.Definitions:
         resources={
             "store": _build_store(settings),
             "catalog": _build_catalog(settings),
-            "transcriber": PocketsphinxTranscriberResource(workers=settings.transcribe_workers),
+            "transcriber": WhisperTranscriberResource(
+                model=settings.whisper_model,
+                device=settings.whisper_device,
+                compute_type=settings.whisper_compute_type,
+                cpu_threads=settings.whisper_threads,
+            ),
             "show": ShowResource(
                 name=settings.show_name, intro_key=settings.intro_key, outro_key=settings.outro_key
             ),

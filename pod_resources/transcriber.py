@@ -1,44 +1,93 @@
 """Speech recognition behind one small interface.
 
-Assets depend on :class:`TranscriberResource`; :class:`PocketsphinxTranscriberResource`
-is the offline default (its model ships in the wheel). Another engine (a local
-faster-whisper model, a hosted ASR API) is one more subclass with its own fields,
-bound in ``pod_pipeline.definitions``; its credentials come through ``dg.EnvVar``.
+Assets depend on :class:`TranscriberResource`. :class:`WhisperTranscriberResource` is the
+default: Whisper through faster-whisper, offline with the shipped ``tiny.en`` weights, its
+words force-aligned and the fillers found between them (:mod:`pod_audio.asr`). A larger
+model or a GPU is a matter of its fields (``POD_WHISPER_*``, see the README). Another engine
+(a hosted ASR API) is one more subclass with its own fields, bound in
+``pod_resources.build_defs``; its credentials come through ``dg.EnvVar``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
+from pod_audio.asr import DEFAULT_CHUNK_S, ChunkCache, Progress
 from pod_audio.transcript import Transcript
 
 
 class TranscriberResource(dg.ConfigurableResource, ABC):
-    """Turns an audio file into a :class:`~pod_audio.transcript.Transcript`."""
+    """Turns an audio file into a :class:`~pod_audio.transcript.Transcript`.
 
-    @abstractmethod
-    def transcribe(self, path: Path) -> Transcript: ...
-
-
-class PocketsphinxTranscriberResource(TranscriberResource):
-    """Offline CMU pocketsphinx with word timings and filler detection.
-
-    Long audio is split at silences and decoded on ``workers`` processes (0 = all cores).
+    ``cache`` keeps finished chunks between attempts (a retried or resumed step goes on
+    from the first unfinished chunk); ``progress`` is called after each chunk. Engines that
+    work in one piece may ignore both.
     """
 
-    workers: int = 0
-    chunk_target_s: float = 30.0
+    @abstractmethod
+    def transcribe(
+        self, path: Path, *, cache: ChunkCache | None = None, progress: Progress | None = None
+    ) -> Transcript: ...
+
+    def describe(self) -> dict[str, Any]:
+        """What the asset metadata shows of the engine (no secrets)."""
+        return {}
+
+
+class WhisperTranscriberResource(TranscriberResource):
+    """Whisper (faster-whisper / CTranslate2) with forced alignment and filler detection.
+
+    Attributes:
+        model: ``tiny.en`` (shipped, checksum-verified), a local CTranslate2 model directory,
+            or a name faster-whisper downloads where the network allows (``small.en``,
+            ``large-v3``).
+        device: ``cpu``, ``cuda`` or ``auto``.
+        compute_type: ``default`` (int8 on CPU, float16 on GPU) or any CTranslate2 type.
+        cpu_threads: 0 uses every core available to the step.
+        beam_size: 1 is greedy decoding; 5 is Whisper's usual beam on a GPU.
+        language: the show's language (``en`` for the ``.en`` models); empty to detect it
+            per chunk.
+        chunk_target_s: audio is split at pauses near every this many seconds.
+        detect_fillers: look for "um", "uh", "er", "ah", "hmm" between the words.
+    """
+
+    model: str = "tiny.en"
+    device: str = "cpu"
+    compute_type: str = "default"
+    cpu_threads: int = 0
+    beam_size: int = 1
+    language: str = "en"
+    chunk_target_s: float = DEFAULT_CHUNK_S
     detect_fillers: bool = True
 
-    def transcribe(self, path: Path) -> Transcript:
+    def _engine(self):  # noqa: ANN202 - pod_audio.whisper.WhisperEngine
+        from pod_audio.whisper import WhisperEngine, WhisperSettings
+
+        return WhisperEngine(
+            WhisperSettings(
+                model=self.model, device=self.device, compute_type=self.compute_type,
+                cpu_threads=self.cpu_threads, beam_size=self.beam_size,
+                language=self.language or None,
+            )
+        )
+
+    def transcribe(
+        self, path: Path, *, cache: ChunkCache | None = None, progress: Progress | None = None
+    ) -> Transcript:
         from pod_audio.asr import transcribe
 
         return transcribe(
             path,
-            workers=self.workers,
+            recogniser=self._engine(),
             chunk_target_s=self.chunk_target_s,
             detect_fillers=self.detect_fillers,
+            cache=cache,
+            progress=progress,
         )
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model, "device": self.device, "compute_type": self.compute_type}

@@ -2,7 +2,7 @@
 die, plus the idle-checkout guard that the whole suite runs with.
 
 The episode runs (raw_audio -> transcript -> cleaned_audio -> final_episode, real speech, real
-pocketsphinx) connect as their own LOGIN role (``app_database`` in tests/plugins/postgres.py),
+the recogniser) connect as their own LOGIN role (``app_database`` in tests/plugins/postgres.py),
 and a transcriber that first spends 5 s "processing" makes the long step.
 """
 
@@ -41,7 +41,7 @@ from pod_resources.catalog.engine import (
     open_transaction_state,
 )
 from pod_resources.storage import LocalObjectStore
-from pod_resources.transcriber import PocketsphinxTranscriberResource, TranscriberResource
+from pod_resources.transcriber import WhisperTranscriberResource, TranscriberResource
 from tests.plugins.pipeline import Pipeline
 from tests.plugins.postgres import AppDatabase, terminate_backend, terminate_backends
 
@@ -58,14 +58,14 @@ _slow_step_started = threading.Event()
 
 
 class SlowTranscriber(TranscriberResource):
-    """Real pocketsphinx, after ``delay_s`` of processing that touches nothing else."""
+    """The real recogniser, after ``delay_s`` of processing that touches nothing else."""
 
     delay_s: float = SLOW_STEP_S
 
-    def transcribe(self, path: Path) -> Transcript:
+    def transcribe(self, path: Path, **kwargs) -> Transcript:
         _slow_step_started.set()
         time.sleep(self.delay_s)
-        return PocketsphinxTranscriberResource(workers=1).transcribe(path)
+        return WhisperTranscriberResource().transcribe(path, **kwargs)
 
 
 @dataclass

@@ -18,7 +18,7 @@ SAMPLES = sorted((REPO / "samples").glob("*.*"))
 
 def pod(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POD_", "DAGSTER_"))}
-    env.update({"POD_HOME": str(home), "POD_TRANSCRIBE_WORKERS": "2"})
+    env.update({"POD_HOME": str(home), "POD_WHISPER_THREADS": "2"})
     run = subprocess.run([str(POD), *args], env=env, capture_output=True, text=True, timeout=900)
     if check:
         assert run.returncode == 0, f"pod {' '.join(args)}\n{run.stdout}\n{run.stderr}"

@@ -17,7 +17,7 @@ from pod_audio.loudness import measure
 from pod_audio.tags import read_id3
 from pod_audio.transcript import Transcript
 from pod_resources.catalog import EpisodeStatus
-from pod_resources.transcriber import PocketsphinxTranscriberResource
+from pod_resources.transcriber import WhisperTranscriberResource
 from tests import audio_factory as af
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,18 +106,18 @@ def test_missing_intro_fails_with_its_key(pipeline):
     assert "shows/none/intro.wav" in episode.last_error
 
 
-class _DriftingTranscriber(PocketsphinxTranscriberResource):
+class _DriftingTranscriber(WhisperTranscriberResource):
     """The real recogniser with a timing bug: every word pushed past the end of the audio."""
 
-    def transcribe(self, path):
-        real = super().transcribe(path)
+    def transcribe(self, path, **kwargs):
+        real = super().transcribe(path, **kwargs)
         words = tuple(w.shifted(real.duration_s) for w in real.words)
         return Transcript(words=words, duration_s=real.duration_s, engine=real.engine, engine_version=real.engine_version)
 
 
 def test_failing_blocking_check_stops_the_episode(pipeline):
     episode_id = pipeline.register("jfk.flac", af.jfk_path())
-    resources = {**pipeline.resources, "transcriber": _DriftingTranscriber(workers=1)}
+    resources = {**pipeline.resources, "transcriber": _DriftingTranscriber()}
     import dagster as dg
 
     result = dg.materialize(ALL, partition_key=episode_id, resources=resources,

@@ -231,7 +231,7 @@ def test_purge_running_during_a_backfill_never_deletes_raw_media_of_a_reprocessi
     from pod_assets.transcript import transcript
     from pod_resources.catalog import CatalogResource
     from pod_resources.show import ShowResource
-    from pod_resources.transcriber import PocketsphinxTranscriberResource
+    from pod_resources.transcriber import WhisperTranscriberResource
     from tests import audio_factory as af
 
     catalog = Catalog(postgres_url)
@@ -253,7 +253,7 @@ def test_purge_running_during_a_backfill_never_deletes_raw_media_of_a_reprocessi
         resources = {
             "store": gcs_store,
             "catalog": CatalogResource(database_url=postgres_url),
-            "transcriber": PocketsphinxTranscriberResource(workers=1),
+            "transcriber": WhisperTranscriberResource(),
             "show": ShowResource(name="Test Show"),
         }
         backfill_done = threading.Event()

@@ -25,7 +25,7 @@ from pod_assets.status import EPISODE_STEPS, TRANSIENT_RETRY_POLICY
 from pod_assets.transcript import transcript
 from pod_audio.transcript import Transcript
 from pod_resources.catalog import CatalogResource, EpisodeStatus
-from pod_resources.transcriber import PocketsphinxTranscriberResource
+from pod_resources.transcriber import WhisperTranscriberResource
 from tests.plugins.fault_proxy import make_proxied_gcs_store
 from tests.plugins.pipeline import Pipeline
 
@@ -55,22 +55,22 @@ def test_every_episode_step_has_the_transient_retry_policy() -> None:
         assert by_step[step] == policy, step
 
 
-class FlakyASR(PocketsphinxTranscriberResource):
+class FlakyASR(WhisperTranscriberResource):
     """The real recogniser behind an ASR endpoint that times out on its first call."""
 
     marker: str
 
-    def transcribe(self, path: Path) -> Transcript:
+    def transcribe(self, path: Path, **kwargs) -> Transcript:
         marker = Path(self.marker)
         if not marker.exists():
             marker.write_text("timed out once")
             raise TimeoutError("ASR request timed out after 30 s")
-        return super().transcribe(path)
+        return super().transcribe(path, **kwargs)
 
 
 def test_asr_timeout_is_retried_and_the_episode_never_shows_error(pipeline, jfk_path, tmp_path):
     episode_id = pipeline.register("jfk.flac", jfk_path)
-    resources = {**pipeline.resources, "transcriber": FlakyASR(workers=1, marker=str(tmp_path / "m"))}
+    resources = {**pipeline.resources, "transcriber": FlakyASR(marker=str(tmp_path / "m"))}
     result = dg.materialize(
         ALL, partition_key=episode_id, resources=resources, instance=pipeline.instance
     )
@@ -86,10 +86,10 @@ def test_asr_timeout_is_retried_and_the_episode_never_shows_error(pipeline, jfk_
     assert statuses[-1] == EpisodeStatus.PROCESSED
 
 
-class DeadASR(PocketsphinxTranscriberResource):
+class DeadASR(WhisperTranscriberResource):
     """An ASR endpoint that never answers in time."""
 
-    def transcribe(self, path: Path) -> Transcript:
+    def transcribe(self, path: Path, **kwargs) -> Transcript:
         raise TimeoutError("ASR request timed out after 30 s")
 
 
@@ -99,7 +99,7 @@ def test_a_timeout_that_never_clears_backs_off_then_ends_in_one_error(pipeline, 
     result = dg.materialize(
         [transcript],
         partition_key=episode_id,
-        resources={**pipeline.resources, "transcriber": DeadASR(workers=1)},
+        resources={**pipeline.resources, "transcriber": DeadASR()},
         instance=pipeline.instance,
         raise_on_error=False,
     )

@@ -30,7 +30,7 @@ from pod_pipeline.runner import run_once
 from pod_pipeline.settings import load_settings
 from pod_resources.catalog import CatalogConnectionError, dispose_engines
 from pod_resources.storage import LocalObjectStore
-from pod_resources.transcriber import PocketsphinxTranscriberResource, TranscriberResource
+from pod_resources.transcriber import WhisperTranscriberResource, TranscriberResource
 from tests.plugins.postgres import AppDatabase
 
 POD = Path(sys.executable).parent / "pod"
@@ -40,14 +40,14 @@ _api_keys_used: list[str] = []
 
 
 class KeyedTranscriber(TranscriberResource):
-    """A transcriber with an API key, as a hosted ASR engine would have (real pocketsphinx
+    """A transcriber with an API key, as a hosted ASR engine would have (the real recogniser
     inside). It records a digest of the key it got, never the key."""
 
     api_key: str
 
-    def transcribe(self, path: Path):
+    def transcribe(self, path: Path, **kwargs):
         _api_keys_used.append(hashlib.sha256(self.api_key.encode()).hexdigest())
-        return PocketsphinxTranscriberResource(workers=1).transcribe(path)
+        return WhisperTranscriberResource().transcribe(path, **kwargs)
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def pod_env(
     env.update(
         POD_HOME=str(tmp_path / "home"),
         POD_DATABASE_URL=url,
-        POD_TRANSCRIBE_WORKERS="1",
+        POD_WHISPER_THREADS="1",
         **{API_KEY_ENV: secrets["api_key"]},
     )
     yield env

