@@ -8,6 +8,8 @@
     pod publish EPISODE_ID…        processed episodes become published (publish_job)
     pod purge [--dry-run] [--now ISO8601] [--retention-hours H] [--json]
                                    delete raw media past the retention (purge_job)
+    pod catalog rebuild [--dry-run] [--json]
+                                   restore missing episodes from the store's objects
 """
 
 from __future__ import annotations
@@ -42,9 +44,19 @@ def _prepare_dagster_home(settings: Settings) -> None:
 
 
 def _catalog(settings: Settings):
+    """The catalog itself, unguarded (``main`` runs the guard first for the commands that
+    need it; ``pod catalog rebuild`` must open an empty one)."""
     from pod_resources.catalog import Catalog
 
     return Catalog(settings.database_url())
+
+
+def _guarded_catalog(settings: Settings):
+    """The catalog as the definitions bind it: refused when it is empty while the store
+    holds episodes (checked once per process), writing episode manifests."""
+    from pod_resources import build_defs
+
+    return build_defs(settings).resources["catalog"].get_catalog()
 
 
 def _store(settings: Settings):
@@ -105,7 +117,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    rows = [_episode_json(e) for e in _catalog(settings).list_episodes()]
+    rows = [_episode_json(e) for e in _guarded_catalog(settings).list_episodes()]
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
     else:
@@ -218,6 +230,45 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report.failed else 0
 
 
+def cmd_catalog_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    import dagster as dg
+
+    from pod_pipeline.rebuild import rebuild_catalog
+
+    _prepare_dagster_home(settings)
+    with dg.DagsterInstance.get() as instance:
+        report = rebuild_catalog(
+            _catalog(settings), _store(settings), instance=instance, dry_run=args.dry_run
+        )
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
+    else:
+        _print_rebuild(report)
+    return 1 if report.failed else 0
+
+
+def _print_rebuild(report) -> None:
+    verb = "would add" if report.dry_run else "added"
+    for entry in report.added:
+        notes = f" ({'; '.join(entry.notes)})" if entry.notes else ""
+        print(f"{verb} {entry.episode_id}: {entry.status}, from its {entry.source}{notes}")
+    for entry in report.failed:
+        print(f"failed {entry.episode_id}: {entry.error}", file=sys.stderr)
+    if not report.added and not report.failed:
+        print(f"catalog rebuild: nothing to add ({len(report.present)} stored episodes "
+              "already in the catalog)")
+        return
+    print(
+        f"catalog rebuild{' (dry run)' if report.dry_run else ''}: {len(report.added)} {verb}, "
+        f"{len(report.present)} already in the catalog, {len(report.failed)} failed, "
+        f"{len(report.partitions_added)} partitions added"
+    )
+
+
+_GUARDED_COMMANDS = frozenset({"run", "status", "publish", "purge"})
+"""Commands refused while the catalog is empty but the store holds episodes."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pod", description="Podcast production pipeline.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -260,14 +311,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     purge.add_argument("--json", action="store_true")
     purge.set_defaults(func=cmd_purge)
+    catalog = sub.add_parser("catalog", help="catalog maintenance")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    rebuild = catalog_sub.add_parser(
+        "rebuild", help="restore episodes missing from the catalog from the store's objects"
+    )
+    rebuild.add_argument("--dry-run", action="store_true", help="report, write nothing")
+    rebuild.add_argument("--json", action="store_true")
+    rebuild.set_defaults(func=cmd_catalog_rebuild)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pod_resources.catalog.guard import EmptyCatalogError
+
     args = build_parser().parse_args(argv)
     if served := adopt_served_settings(os.environ):
         print(f"pod: using the settings of the running `make serve` ({served})", file=sys.stderr)
-    return args.func(args, load_settings())
+    settings = load_settings()
+    try:
+        if args.command in _GUARDED_COMMANDS:
+            _guarded_catalog(settings)
+        return args.func(args, settings)
+    except EmptyCatalogError as exc:
+        print(f"pod {args.command}: {exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

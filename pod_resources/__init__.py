@@ -37,19 +37,22 @@ def _build_store(settings: Settings) -> ObjectStore:
     raise ValueError(f"POD_STORAGE_URL must start with file:// or gs://, got {url!r}")
 
 
-def _build_catalog(settings: Settings) -> CatalogResource:
+def _build_catalog(settings: Settings, store: ObjectStore) -> CatalogResource:
+    """The catalog, writing episode manifests to ``store`` and refusing to open empty while
+    ``store`` holds episodes (``pod catalog rebuild`` restores it)."""
     if settings.database_url_from_env:
         # The URL may carry a password: Dagster resolves it at run time, never stores it.
-        return CatalogResource(database_url=dg.EnvVar("POD_DATABASE_URL"))
-    return CatalogResource(database_url=settings.default_database_url)
+        return CatalogResource(database_url=dg.EnvVar("POD_DATABASE_URL"), store=store)
+    return CatalogResource(database_url=settings.default_database_url, store=store)
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
     """The resources every asset, check and sensor of the project uses."""
+    store = _build_store(settings)
     return dg.Definitions(
         resources={
-            "store": _build_store(settings),
-            "catalog": _build_catalog(settings),
+            "store": store,
+            "catalog": _build_catalog(settings, store),
             "transcriber": WhisperTranscriberResource(
                 model=settings.whisper_model,
                 device=settings.whisper_device,

@@ -1,0 +1,283 @@
+"""The catalog is never silently empty, and a lost catalog is rebuilt from the store.
+
+End to end with the real ``pod`` command in fresh processes, on the embedded default (local
+store, SQLite) and on the GCS emulator with Postgres: three short episodes and one bad upload
+are processed; one episode is published, one purged. Then the catalog database is lost
+(the SQLite file removed with the Dagster home; the Postgres database dropped and created
+again). ``pod status`` and ``pod run`` refuse it, naming the fix; ``pod catalog rebuild``
+restores every episode as it was (status, times, error, artifacts, metrics, purge mark) and
+its partition; a second rebuild changes nothing; and the purge then deletes exactly the raw
+media it should.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dagster as dg
+import psycopg
+import pytest
+from psycopg import sql
+
+from pod_assets import layout
+from pod_assets.partitions import episode_partitions
+from pod_resources.catalog import Catalog, CatalogResource, Episode, EpisodeStatus
+from pod_resources.catalog.engine import dispose_engines
+from pod_resources.catalog.guard import EmptyCatalogError
+from pod_resources.catalog.manifest import EPISODES_PREFIX, manifest_key
+from pod_resources.storage import LocalObjectStore, ObjectStore
+from tests import audio_factory as af
+from tests.plugins.gcs import GCSEmulator, make_gcs_store
+from tests.plugins.postgres import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, terminate_backends
+
+POD = Path(sys.executable).parent / "pod"
+REFUSAL = "is empty but the store"
+NOT_COMPARED = frozenset({"updated_at", "processing_run_id"})
+"""Fields a rebuild does not restore: the time of the last write, a dead run's ownership."""
+
+
+@dataclass
+class Deployment:
+    """A POD_HOME whose ``pod`` commands run in fresh processes, and how to lose its catalog."""
+
+    home: Path
+    env: dict[str, str]
+    store: ObjectStore
+    database_url: str
+    lose_catalog: Callable[[], None]
+
+    def pod(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        run = subprocess.run(
+            [str(POD), *args], env=self.env, capture_output=True, text=True, timeout=600
+        )
+        if check:
+            assert run.returncode == 0, f"pod {' '.join(args)}\n{run.stdout}\n{run.stderr[-3000:]}"
+        return run
+
+    def episodes(self) -> dict[str, Episode]:
+        """Every episode in the catalog, read in this process, which then lets go of it."""
+        try:
+            return {e.episode_id: e for e in Catalog(self.database_url).list_episodes()}
+        finally:
+            dispose_engines(self.database_url)
+
+    def partitions(self) -> set[str]:
+        with dg.DagsterInstance.from_config(self.env["DAGSTER_HOME"]) as instance:
+            return set(instance.get_dynamic_partitions(episode_partitions.name))
+
+
+def _base_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POD_", "DAGSTER_"))}
+    (home / "dagster").mkdir(parents=True, exist_ok=True)
+    env.update(POD_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), POD_TRANSCRIBE_WORKERS="1")
+    return env
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[Deployment]:
+    """The embedded default; losing the catalog removes the SQLite file and the Dagster home."""
+    home = tmp_path / "home"
+    url = f"sqlite:///{home / 'catalog.db'}"
+
+    def lose() -> None:
+        dispose_engines(url)
+        for leftover in home.glob("catalog.db*"):
+            leftover.unlink()
+        shutil.rmtree(home / "dagster")
+        (home / "dagster").mkdir()
+
+    yield Deployment(home, _base_env(home), LocalObjectStore(root=str(home / "store")), url, lose)
+    dispose_engines(url)
+
+
+def _recreate_database(url: str) -> None:
+    """Drop the Postgres database of ``url`` and create it again, empty."""
+    name = urlsplit(url.replace("postgresql+psycopg", "postgresql")).path.lstrip("/")
+    dispose_engines(url)
+    terminate_backends(database=name)
+    conninfo = f"host={POSTGRES_HOST} port={POSTGRES_PORT} user={POSTGRES_USER} dbname=postgres"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def gcs_postgres(
+    tmp_path: Path, gcs_emulator_env: GCSEmulator, postgres_url: str
+) -> Iterator[Deployment]:
+    """GCS emulator and Postgres; losing the catalog drops and recreates the database."""
+    store = make_gcs_store(gcs_emulator_env, prefix="pod")
+    env = _base_env(tmp_path / "home")
+    env.update(
+        POD_STORAGE_URL=f"gs://{store.bucket}/pod",
+        POD_DATABASE_URL=postgres_url,
+        POD_GCP_PROJECT="test",
+        STORAGE_EMULATOR_HOST=gcs_emulator_env.endpoint,
+    )
+    yield Deployment(
+        tmp_path / "home", env, store, postgres_url, lambda: _recreate_database(postgres_url)
+    )
+    dispose_engines(postgres_url)
+
+
+@pytest.fixture(scope="module")
+def uploads(short_speech: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Three short speech files with different bytes, and a text file named ``.mp3``."""
+    folder = tmp_path_factory.mktemp("uploads")
+    files: dict[str, Path] = {}
+    # Named so that `pod run` finishes them in this order: "purged" is the oldest.
+    for name, seconds in (("1-purged", "3.9"), ("2-published", "3.8"), ("3-kept", "3.7")):
+        out = folder / f"rebuild-{name}.wav"
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-nostdin", "-i", str(short_speech), "-t", seconds, str(out)],
+            check=True,
+        )
+        files[name.partition("-")[2]] = out
+    files["bad"] = af.write_text_as_audio(folder / "rebuild-4-notes.mp3")
+    return files
+
+
+def _comparable(episode: Episode) -> dict:
+    return {
+        field.name: getattr(episode, field.name)
+        for field in dataclasses.fields(episode)
+        if field.name not in NOT_COMPARED
+    }
+
+
+def _raw_keys(store: ObjectStore, episode_id: str) -> list[str]:
+    return [
+        info.key
+        for info in store.list(layout.episode_prefix(episode_id))
+        if info.key.rsplit("/", 1)[-1].startswith("raw.")
+    ]
+
+
+@pytest.mark.parametrize(
+    "where", ["embedded", pytest.param("gcs_postgres", marks=[pytest.mark.gcs, pytest.mark.postgres])]
+)
+def test_lost_catalog_is_refused_then_rebuilt_from_the_store_and_purged_right(
+    where: str, request: pytest.FixtureRequest, uploads: dict[str, Path]
+) -> None:
+    deployment: Deployment = request.getfixturevalue(where)
+    ids = {role: layout.episode_id_for(path.name) for role, path in uploads.items()}
+
+    # Process everything; the text file ends `error`, the bytes kept.
+    deployment.pod("ingest", *(str(path) for path in uploads.values()))
+    run = deployment.pod("run", check=False)
+    assert run.returncode == 1, run.stdout + run.stderr
+    deployment.pod("publish", ids["published"])
+    start = deployment.episodes()
+    assert {ids[r]: start[ids[r]].status for r in ids} == {
+        ids["purged"]: EpisodeStatus.PROCESSED,
+        ids["published"]: EpisodeStatus.PUBLISHED,
+        ids["kept"]: EpisodeStatus.PROCESSED,
+        ids["bad"]: EpisodeStatus.ERROR,
+    }
+    # Purge one: the oldest finished episode, with a retention of zero.
+    first_purge = datetime.now(UTC) + timedelta(minutes=1)
+    purged = json.loads(
+        deployment.pod(
+            "purge", "--json", "--now", first_purge.isoformat(), "--retention-hours", "0",
+            "--max-deletions", "1",
+        ).stdout
+    )
+    assert [entry["episode_id"] for entry in purged["deleted"]] == [ids["purged"]]
+    before = deployment.episodes()
+    assert before[ids["purged"]].raw_purged_at == first_purge
+    assert "raw_audio" not in before[ids["purged"]].artifacts
+    for episode_id in ids.values():
+        assert deployment.store.exists(manifest_key(episode_id)), episode_id
+
+    # The catalog is lost: every command that reads it refuses, naming the fix.
+    deployment.lose_catalog()
+    for command in (("status",), ("run",)):
+        refused = deployment.pod(*command, check=False)
+        assert refused.returncode == 3, refused.stdout + refused.stderr
+        message = refused.stderr.strip()
+        assert REFUSAL in message and "holds 4 episodes" in message, message
+        assert "pod catalog rebuild" in message and "POD_DATABASE_URL" in message, message
+        assert len(message.splitlines()) == 1, message
+    assert deployment.episodes() == {}  # the refusals wrote nothing
+
+    # Rebuilt: the same episodes, field by field, and their partitions.
+    rebuild = deployment.pod("catalog", "rebuild")
+    assert "4 added" in rebuild.stdout, rebuild.stdout
+    after = deployment.episodes()
+    assert sorted(after) == sorted(before)
+    for episode_id, episode in before.items():
+        assert _comparable(after[episode_id]) == _comparable(episode), episode_id
+    assert deployment.partitions() >= set(ids.values())
+
+    # Idempotent: a second rebuild adds nothing and changes nothing.
+    again = deployment.pod("catalog", "rebuild")
+    assert "nothing to add (4 stored episodes already in the catalog)" in again.stdout, again.stdout
+    assert deployment.episodes() == after
+    status = json.loads(deployment.pod("status", "--json").stdout)
+    assert {row["episode_id"]: row["status"] for row in status} == {
+        e: str(before[e].status) for e in before
+    }
+
+    # The purge on the rebuilt catalog: the finished episodes' raw media, nothing else.
+    later = first_purge + timedelta(days=30)
+    report = json.loads(deployment.pod("purge", "--json", "--now", later.isoformat()).stdout)
+    deleted = {entry["episode_id"]: entry["objects"] for entry in report["deleted"]}
+    assert sorted(deleted) == sorted([ids["published"], ids["kept"]]), report
+    kept = {entry["episode_id"]: entry["reason"] for entry in report["kept"]}
+    assert kept == {ids["bad"]: "status=error"}, report
+    assert report["failed"] == []
+    for role in ("purged", "published", "kept"):
+        assert _raw_keys(deployment.store, ids[role]) == [], role
+    assert _raw_keys(deployment.store, ids["bad"]) == [layout.raw_key(ids["bad"], uploads["bad"].name)]
+    final = deployment.episodes()
+    assert final[ids["purged"]].raw_purged_at == before[ids["purged"]].raw_purged_at
+    assert {final[ids[r]].raw_purged_at for r in ("published", "kept")} == {later}
+
+
+def test_layout_and_manifest_agree_on_where_episodes_live() -> None:
+    assert EPISODES_PREFIX == layout.EPISODES_PREFIX
+    assert manifest_key("ep-1").startswith(layout.episode_prefix("ep-1"))
+
+
+@pytest.mark.parametrize("store_kind", ["local", pytest.param("gcs", marks=pytest.mark.gcs)])
+def test_the_resource_refuses_an_empty_catalog_only_while_the_store_holds_episodes(
+    store_kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    store: ObjectStore = request.getfixturevalue(f"{store_kind}_store")
+    url = f"sqlite:///{tmp_path / f'catalog-{uuid.uuid4().hex[:6]}.db'}"
+    resource = CatalogResource(database_url=url, store=store)
+    try:
+        assert resource.get_catalog().list_episodes() == []  # empty store: a first start
+        store.write_bytes(layout.episode_key("ep-lost", "episode.mp3"), b"bytes")
+        assert resource.get_catalog() is resource.get_catalog()  # checked once per process
+
+        fresh = CatalogResource(database_url=f"sqlite:///{tmp_path / 'other.db'}", store=store)
+        with pytest.raises(EmptyCatalogError, match="holds 1 episode; run `pod catalog rebuild`"):
+            fresh.get_catalog()
+        # A definitions' resource refuses too, inside a run.
+        @dg.asset
+        def reads_catalog(catalog: CatalogResource) -> None:
+            catalog.get_catalog()
+
+        result = dg.materialize([reads_catalog], resources={"catalog": fresh}, raise_on_error=False)
+        assert not result.success
+        error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+        messages = []
+        while error is not None:
+            messages.append(error.message)
+            error = error.cause
+        assert any(REFUSAL in message for message in messages), messages
+    finally:
+        dispose_engines(url)
+        dispose_engines(f"sqlite:///{tmp_path / 'other.db'}")
