@@ -89,7 +89,10 @@ def final_episode(
 ) -> dg.MaterializeResult:
     """The finished episode: intro and outro crossfaded on, loudness normalised to target,
     true peak limited, MP3 at 44.1 kHz with ID3v2.4 tags (title, show, date, duration),
-    written to ``episodes/<ep>/episode.mp3``. Loudness and peak are measured on the decoded MP3."""
+    written to ``episodes/<ep>/episode.mp3``. Loudness and peak are measured on the decoded MP3.
+
+    Reads only the stored cleaned audio and cut list, never the raw media: it runs on its own
+    after the retention purge too (a remaster with other settings)."""
     cat = catalog.get_catalog()
     with episode_step(context, cat, step="final_episode") as step:
         episode = step.episode

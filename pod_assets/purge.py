@@ -1,9 +1,12 @@
 """Retention-aware purge of raw media, without Dagster: :func:`plan_purge` decides,
 :func:`execute_purge` deletes. ``purge_job`` and ``pod purge`` both call these.
 
-Only episodes whose status is ``processed`` or ``published``, unchanged for longer than the
-retention, lose their raw media (``episodes/<ep>/raw.*`` and copies of those bytes left in
-``uploads/``). Transcripts, cleaned audio, final episodes and Dagster partitions are never
+Only episodes whose status is ``processed``, ``published`` or ``superseded``, unchanged for
+longer than the retention, lose their raw media (``episodes/<ep>/raw.*`` and copies of those
+bytes left in ``uploads/``). Every version of an upload name is an episode of its own with its
+own ``episodes/<ep>/`` prefix and its own retention: purging one never touches another's
+objects, and a superseded version keeps its raw media until its own retention is over (counted
+from the change to ``superseded``). Transcripts, cleaned audio, final episodes and Dagster partitions are never
 touched. Why no interleaving with a reprocessing run can delete bytes that run needs is
 argued in ``docs/purge.md``; in short, per episode:
 
@@ -234,7 +237,9 @@ def _objects_to_delete(
     upload, or duplicates of it. Unregistered or different bytes are never deleted.
     An upload of the episode's registered generation with other bytes is a new version
     that has not been processed yet: the episode is not purged at all, since the run about
-    to process it would be refused.
+    to process it would be refused. (New bytes under a name are registered as a new episode,
+    ``<ep>-v<n>``, so only a catalog written before versions existed has such an upload; the
+    check stays as a guard.)
     """
     raw = [
         info

@@ -34,6 +34,9 @@ from pod_resources.catalog import Catalog, Episode, EpisodeStatus
 from pod_resources.storage import ObjectNotFoundError
 
 EPISODE_STEPS: tuple[str, ...] = ("raw_audio", "transcript", "cleaned_audio", "final_episode")
+RAW_MEDIA_STEPS: frozenset[str] = frozenset({"raw_audio", "transcript", "cleaned_audio"})
+"""Steps that read the raw media. Only these are refused after the retention purge; later
+steps start from the stored cleaned audio."""
 
 TRANSIENT_RETRY_POLICY = dg.RetryPolicy(
     max_retries=3,
@@ -143,7 +146,7 @@ def _steps_in_run(context: dg.AssetExecutionContext) -> list[str]:
     return [step for step in EPISODE_STEPS if step in names]
 
 
-def _begin(catalog: Catalog, episode_id: str, run_id: str) -> Episode:
+def _begin(catalog: Catalog, episode_id: str, run_id: str, *, needs_raw: bool) -> Episode:
     for _ in range(3):
         episode = catalog.get_episode(episode_id)
         if episode is None:
@@ -158,7 +161,11 @@ def _begin(catalog: Catalog, episode_id: str, run_id: str) -> Episode:
                 "it stops without writing"
             )
         if catalog.set_status(
-            episode_id, expected=episode.status, new=EpisodeStatus.PROCESSING, run_id=run_id
+            episode_id,
+            expected=episode.status,
+            new=EpisodeStatus.PROCESSING,
+            run_id=run_id,
+            needs_raw=needs_raw,
         ):
             return catalog.get_episode(episode_id)  # type: ignore[return-value]
     raise RuntimeError(f"episode {episode_id} kept changing status; try the run again")
@@ -204,7 +211,9 @@ def episode_step(
     run_id = context.run.run_id
     _hold_run_key(catalog, context.run)
     try:
-        state = EpisodeStep(episode=_begin(catalog, episode_id, run_id))
+        state = EpisodeStep(
+            episode=_begin(catalog, episode_id, run_id, needs_raw=step in RAW_MEDIA_STEPS)
+        )
     except INTERRUPTS as exc:
         raise _interrupted(catalog, episode_id=episode_id, run_id=run_id, step=step) from exc
     try:

@@ -77,7 +77,20 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         metadata = {"title": args.title} if args.title else None
         info = store.write_file(layout.upload_key(path.name), path, metadata=metadata)
         print(f"ingested {path.name} -> {store.uri(info.key)} (generation {info.generation})")
+        _print_ingest_note(settings, path.name, info.md5_hex)
     return 0
+
+
+def _print_ingest_note(settings: Settings, name: str, md5_hex: str | None) -> None:
+    """Say when the upload will be a new version of a published episode (best effort)."""
+    from pod_assets.publish import ingest_note
+
+    try:
+        note = ingest_note(_catalog(settings), name, md5_hex)
+    except Exception:  # the catalog is the sensor's business; ingest works without it
+        return
+    if note:
+        print(note)
 
 
 def _episode_json(episode) -> dict[str, Any]:
@@ -91,6 +104,9 @@ def _episode_json(episode) -> dict[str, Any]:
         "error": episode.last_error,
         "error_step": episode.error_step,
         "updated_at": episode.updated_at.isoformat(),
+        "version": episode.version,
+        "version_of": episode.version_of,
+        "superseded_by": episode.superseded_by,
         "artifacts": {stage: episode.artifacts.get(stage) for stage in ARTIFACT_STAGES},
         "metrics": dict(episode.metrics),
     }
@@ -100,11 +116,12 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("no episodes")
         return
-    headers = ["episode_id", "status", "duration_s", "error"]
+    headers = ["episode_id", "status", "version", "duration_s", "error"]
     table = [
         [
             r["episode_id"],
             r["status"],
+            _version_cell(r),
             f"{r['metrics'].get('duration_s', 0):.1f}",
             (r["error"] or "")[:70],
         ]
@@ -114,6 +131,12 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
     for row in table:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def _version_cell(row: dict[str, Any]) -> str:
+    """``1``, ``2 of ROOT``, plus ``, superseded by ID`` once another version took over."""
+    cell = str(row["version"]) + (f" of {row['version_of']}" if row["version_of"] else "")
+    return cell + (f", superseded by {row['superseded_by']}" if row["superseded_by"] else "")
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
@@ -132,6 +155,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         print("pod run: --step needs --episode", file=sys.stderr)
         return 2
     _prepare_dagster_home(settings)
+    catalog = _catalog(settings)
+    known = {episode.episode_id for episode in catalog.list_episodes()}
     if args.episode:
         try:
             outcome = rerun_episodes(
@@ -144,8 +169,18 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         outcome = run_once(settings, log_level=args.log_level)
     for line in outcome.messages:
         print(line)
+    _print_version_notes(catalog, known)
     cmd_status(argparse.Namespace(json=False), settings)
     return outcome.exit_code
+
+
+def _print_version_notes(catalog, known: set[str]) -> None:
+    """One line per episode new since ``known`` that is a new version of a published one."""
+    from pod_assets.publish import version_note
+
+    for episode in catalog.list_episodes():
+        if episode.episode_id not in known and (note := version_note(catalog, episode)):
+            print(note)
 
 
 def _execute_job(settings: Settings, name: str, run_config: dict, trigger: str):
@@ -166,6 +201,8 @@ def _execute_job(settings: Settings, name: str, run_config: dict, trigger: str):
 
 
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from pod_assets.publish import describe_outcome
+
     result = _execute_job(
         settings,
         "publish_job",
@@ -175,7 +212,7 @@ def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     outcomes = result.output_for_node("publish_episodes")
     for outcome in outcomes:
         if outcome.published:
-            print(f"published {outcome.episode_id}")
+            print(describe_outcome(outcome))
         else:
             print(f"pod publish: {outcome.episode_id} refused: {outcome.reason}", file=sys.stderr)
     return 0 if all(outcome.published for outcome in outcomes) else 1

@@ -18,7 +18,6 @@ from pod_assets import layout
 from pod_assets.partitions import episode_partitions
 from pod_assets.purge import (
     REASON_MAX_DELETIONS,
-    REASON_NEW_VERSION,
     REASON_WITHIN_RETENTION,
     execute_purge,
     plan_purge,
@@ -250,25 +249,29 @@ def test_leftover_upload_of_the_same_bytes_is_deleted_with_the_raw_media(env):
     assert store.exists(layout.upload_key("unrelated.mp3"))
 
 
-def test_registered_new_version_keeps_the_episode_until_it_is_processed(env):
+def test_registered_new_version_is_its_own_episode_and_the_old_one_purges_alone(env):
     store, catalog, t0 = env.store, env.catalog, env.t0
     episode_id = finished(store, catalog, "show.mp3", at=t0 - 3 * DAY)
-    assert upload(store, catalog, "show.mp3", b"version two" * 40) == episode_id
+    version_id = upload(store, catalog, "show.mp3", b"version two" * 40)
+    assert version_id == f"{episode_id}-v2"
 
-    report = purge(catalog, store, now=t0, retention=DAY)
+    [entry] = purge(catalog, store, now=t0, retention=DAY).deleted
 
-    assert report.deleted == ()
-    assert {k.episode_id: k.reason for k in report.kept} == {episode_id: REASON_NEW_VERSION}
-    assert raw_objects(store, episode_id) and store.exists("uploads/show.mp3")
+    # The old version's raw media goes; the new version's upload is not its to delete.
+    assert entry.objects == (f"episodes/{episode_id}/raw.mp3",)
+    assert {k.episode_id: k.reason for k in purge(catalog, store, now=t0, retention=DAY).kept} == {
+        version_id: "status=uploaded"
+    }
+    assert store.read_bytes("uploads/show.mp3") == b"version two" * 40
     # Its run processes the new version; three days later that is purged in turn.
-    start(store, catalog, episode_id, at=t0)
-    succeed(store, catalog, episode_id, at=t0)
-    assert store.read_bytes(layout.raw_key(episode_id, "show.mp3")) == b"version two" * 40
+    start(store, catalog, version_id, at=t0)
+    succeed(store, catalog, version_id, at=t0)
+    assert store.read_bytes(layout.raw_key(version_id, "show.mp3")) == b"version two" * 40
     [entry] = purge(catalog, store, now=t0 + 3 * DAY, retention=DAY).deleted
-    assert entry.episode_id == episode_id and not has_raw_media(store, catalog, episode_id)
+    assert entry.episode_id == version_id and not has_raw_media(store, catalog, version_id)
 
 
-def test_unregistered_new_version_is_not_deleted_and_can_be_processed_after_a_purge(env):
+def test_unregistered_new_version_is_not_deleted_and_is_processed_after_a_purge(env):
     store, catalog, t0 = env.store, env.catalog, env.t0
     episode_id = finished(store, catalog, "show.mp3", at=t0 - 3 * DAY)
     # New bytes land in uploads/ before the upload sensor saw them.
@@ -280,12 +283,13 @@ def test_unregistered_new_version_is_not_deleted_and_can_be_processed_after_a_pu
     assert store.read_bytes("uploads/show.mp3") == b"version two" * 40
     with pytest.raises(RawMediaPurgedError):
         start(store, catalog, episode_id, at=t0)
-    # The sensor registers the new version: it clears the purge mark and is processed.
-    assert upload(store, catalog, "show.mp3", b"version two" * 40) == episode_id
-    assert catalog.get_episode(episode_id).raw_purged_at is None
-    start(store, catalog, episode_id, at=t0 + timedelta(hours=1))
-    succeed(store, catalog, episode_id, at=t0 + timedelta(hours=1))
-    assert store.read_bytes(layout.raw_key(episode_id, "show.mp3")) == b"version two" * 40
+    # The sensor registers the new bytes as a new version, processed on its own.
+    version_id = upload(store, catalog, "show.mp3", b"version two" * 40)
+    assert version_id == f"{episode_id}-v2"
+    assert catalog.get_episode(episode_id).raw_purged_at is not None
+    start(store, catalog, version_id, at=t0 + timedelta(hours=1))
+    succeed(store, catalog, version_id, at=t0 + timedelta(hours=1))
+    assert store.read_bytes(layout.raw_key(version_id, "show.mp3")) == b"version two" * 40
 
 
 def test_max_deletions_defers_the_rest_to_the_next_run(env):

@@ -59,17 +59,28 @@ def test_same_bytes_under_second_name_is_a_duplicate(pipeline):
     assert "copy of a.mp3" in json.loads(second.cursor)
 
 
-def test_new_version_under_same_name_reprocesses_same_episode(pipeline):
+def test_new_bytes_under_same_name_are_a_new_version_beside_the_episode(pipeline):
     first_info = pipeline.upload("talk.wav", b"version one")
     first = tick(pipeline)
     second_info = pipeline.upload("talk.wav", b"version two, longer")
     assert second_info.generation != first_info.generation
     second = tick(pipeline, cursor=first.cursor)
     episode_id = layout.episode_id_for("talk.wav")
-    assert [r.partition_key for r in second.run_requests] == [episode_id]
-    assert second.run_requests[0].run_key != first.run_requests[0].run_key
-    assert not second.dynamic_partitions_requests  # same partition
-    assert pipeline.catalog.get_episode(episode_id).source_generation == second_info.generation
+    version_id = layout.version_id("talk.wav", 2)
+    assert version_id == f"{episode_id}-v2"
+    [request] = second.run_requests
+    assert request.partition_key == version_id
+    assert request.run_key == upload_run_key(version_id, second_info.generation)
+    assert request.tags["pod/version_of"] == episode_id
+    assert list(second.dynamic_partitions_requests[0].partition_keys) == [version_id]
+    # The first version is untouched: same generation, same status.
+    episode = pipeline.catalog.get_episode(episode_id)
+    assert (episode.source_generation, episode.status) == (
+        first_info.generation,
+        EpisodeStatus.UPLOADED,
+    )
+    version = pipeline.catalog.get_episode(version_id)
+    assert (version.version, version.version_of) == (2, episode_id)
 
 
 def test_cursor_survives_listed_objects_moving_away(pipeline):

@@ -708,6 +708,74 @@ class Catalog:
 
         return self._run(compare_and_set, write=True)
 
+    def publish(self, episode_id: str, *, at: datetime | None = None) -> Publication:
+        """Publish a ``processed`` episode and supersede the other published versions of its
+        upload name, in one transaction.
+
+        Invariant: at most one version of an upload name is ``published`` at any time, and
+        never none in between: the new one is published and the old one moves to
+        ``superseded`` (``superseded_by`` = this episode) in the same commit. Nothing else
+        about the old version changes (its objects, metrics and raw media stay; the purge
+        treats ``superseded`` as finished, its retention counting from this change).
+        Refused (``published=False``, no write) unless the episode is ``processed``.
+        """
+        when = _utcnow() if at is None else _as_utc(at)
+        published, superseded = EpisodeStatus.PUBLISHED, EpisodeStatus.SUPERSEDED
+
+        def move(session: Session, retrying: bool) -> Publication:
+            target = session.get(EpisodeRow, episode_id)
+            if target is None:
+                return Publication(episode_id, published=False, status=None)
+            root_id = target.version_of or target.episode_id
+            # Every version's row, locked in one order (by version) by every publisher.
+            chain = {
+                row.episode_id: row
+                for row in session.scalars(
+                    sa.select(EpisodeRow)
+                    .where(
+                        sa.or_(EpisodeRow.episode_id == root_id, EpisodeRow.version_of == root_id)
+                    )
+                    .order_by(EpisodeRow.version)
+                    .with_for_update()
+                )
+            }
+            target = chain[episode_id]
+            status = EpisodeStatus(target.status)
+            if retrying and status is published and target.status_changed_at == when:
+                # An earlier attempt of this call committed; report what it did.
+                done = tuple(
+                    row.episode_id
+                    for row in chain.values()
+                    if row.superseded_by == episode_id and row.status_changed_at == when
+                )
+                return Publication(episode_id, published=True, status=status, superseded=done)
+            if status is not EpisodeStatus.PROCESSED:
+                return Publication(episode_id, published=False, status=status)
+            moved: list[str] = []
+            for row in (target, *(r for r in chain.values() if r is not target)):
+                old = EpisodeStatus(row.status)
+                if row is target:
+                    row.status, row.superseded_by = published.value, None
+                elif old is published:
+                    row.status, row.superseded_by = superseded.value, episode_id
+                    moved.append(row.episode_id)
+                else:
+                    continue
+                row.status_changed_at = row.updated_at = when
+                session.add(
+                    StatusHistoryRow(
+                        episode_id=row.episode_id,
+                        from_status=old.value,
+                        to_status=row.status,
+                        at=when,
+                        message=None if row is target else f"superseded by {episode_id}",
+                    )
+                )
+            session.flush()
+            return Publication(episode_id, published=True, status=published, superseded=tuple(moved))
+
+        return self._run(move, write=True)
+
     def claim(self, key: str, *, owner: str, replace: str | None = None) -> str:
         """Claim ``key`` for ``owner``; returns who holds it afterwards.
 
