@@ -12,7 +12,8 @@ Invariants of one ``pod run``, in order:
 2. a run ``pod run`` started on this host whose process is gone is marked failed, and its
    episode ``error``, where that run still owned it;
 3. every run that died or was stopped, and whose episode no other run took since, is
-   resumed: a new run of the same steps for that partition, at most
+   resumed: a new run for that partition of the steps that did not succeed (the others'
+   outputs are in the store, where the later steps read them from), at most
    :data:`MAX_AUTO_RESUMES` times in a row; then the episode stays ``error`` saying so.
    One ``pod run`` resumes a run (a ``resume:<run id>`` claim in the catalog);
 4. one upload-sensor tick; each run it requests is launched only by the ``pod run`` (or the
@@ -25,11 +26,14 @@ SIGTERM during transcript; run `pod run` to resume"), launches nothing more, and
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import sys
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
@@ -155,6 +159,17 @@ def _environment_settings(settings: Settings | None) -> Settings:
     return current
 
 
+def open_instance() -> dg.DagsterInstance:
+    """The configured instance, opened under a lock in ``DAGSTER_HOME``: two ``pod run``
+    starting at once on a fresh home would otherwise both create its SQLite storage and
+    leave it with two schema heads."""
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".pod-open.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return dg.DagsterInstance.get()
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -199,11 +214,23 @@ def reap_dead_runs(instance: dg.DagsterInstance, catalog: Catalog) -> list[str]:
     return messages
 
 
-def _steps_of(run: dg.DagsterRun) -> list[str] | None:
-    if not run.asset_selection:
-        return None
-    names = {key.to_user_string() for key in run.asset_selection}
-    return [step for step in EPISODE_STEPS if step in names]
+def _steps_left(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[str]:
+    """The steps of ``run`` that did not succeed: what a resume runs. A step that succeeded
+    has its outputs in the store, which is where the later steps read them from."""
+    names = (
+        {key.to_user_string() for key in run.asset_selection}
+        if run.asset_selection
+        else set(EPISODE_STEPS)
+    )
+    succeeded = {
+        record.event_log_entry.dagster_event.step_key
+        for record in instance.get_records_for_run(
+            run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS
+        ).records
+        if record.event_log_entry.dagster_event is not None
+    }
+    left = [step for step in EPISODE_STEPS if step in names and step not in succeeded]
+    return left or [step for step in EPISODE_STEPS if step in names]
 
 
 def _started_a_step(instance: dg.DagsterInstance, run_id: str) -> bool:
@@ -331,7 +358,9 @@ class Launcher:
             return None
         run = records[0].dagster_run
         if self.stopper.requested:
-            return self._settle_stopped(run)
+            stopped = self._settle_stopped(run)
+            print(f"pod run: {stopped.episode_id}: {stopped.failure or 'finished'}", file=sys.stderr)
+            return stopped
         if run.status in _UNFINISHED:
             return self._settle_died(run, status)
         success = run.status == dg.DagsterRunStatus.SUCCESS
@@ -400,7 +429,7 @@ def _recover(launcher: Launcher, outcome: RunOutcome) -> None:
         )
         run = launcher.launch(
             resume.episode_id,
-            steps=_steps_of(resume.dead),
+            steps=_steps_left(launcher.instance, resume.dead),
             tags={
                 "pod/trigger": "resume",
                 RESUME_OF_TAG: resume.dead.run_id,
@@ -441,7 +470,7 @@ def run_once(
     module docstring). Settings come from the environment; ``settings``, if given, must be
     those."""
     defs = build_definitions(_environment_settings(settings))
-    instance = instance or dg.DagsterInstance.get()
+    instance = instance or open_instance()
     catalog = defs.resources["catalog"].get_catalog()
     outcome = RunOutcome()
     with worker.Stopper().installed() as stopper:
@@ -495,7 +524,7 @@ def rerun_episodes(
 
     Dead runs are reaped first (and left for the next plain ``pod run`` to resume)."""
     defs = build_definitions(_environment_settings(settings))
-    instance = instance or dg.DagsterInstance.get()
+    instance = instance or open_instance()
     catalog = defs.resources["catalog"].get_catalog()
     _validate_steps(steps)
     known = set(instance.get_dynamic_partitions(episode_partitions.name))

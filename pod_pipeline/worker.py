@@ -10,6 +10,8 @@ Invariants:
   helpers are left to it); whatever of the child's group is alive :data:`GRACE_S` later is
   killed; ``pod run`` itself is gone :data:`HARD_STOP_S` after the signal whatever happens;
 * a second signal kills the child's group and exits at once;
+* the child's output reaches ``pod run``'s stderr until a stop is requested, and not after:
+  a stop shows as one line, not as the stack traces of the steps it cut short;
 * the scratch root is removed when the child ends; roots whose owner is gone (a ``pod run``
   killed with SIGKILL) are removed, with any process still marked with them, by the next
   ``pod run`` (:func:`clean_stale_scratch`).
@@ -193,17 +195,33 @@ class Stopper:
         parent = os.getpid()
         sys.stdout.flush()
         sys.stderr.flush()
+        read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.close(read_fd)
+            os.dup2(write_fd, 1)
+            os.dup2(write_fd, 2)
+            os.close(write_fd)
             _child_main(body, scratch=scratch, parent=parent)
+        os.close(write_fd)
+        relay = threading.Thread(target=self._relay, args=(read_fd,), daemon=True, name="pod-relay")
+        relay.start()
         self._child, self._scratch = pid, scratch
         try:
             return self._wait(pid)
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)  # helpers the run left behind
+            relay.join(timeout=1.0)
             remove_scratch(scratch)
             self._child = self._scratch = None
+
+    def _relay(self, read_fd: int) -> None:
+        with os.fdopen(read_fd, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(65536):
+                if not self.requested:
+                    sys.stderr.buffer.write(chunk)
+                    sys.stderr.flush()
 
     def _wait(self, pid: int) -> int:
         while True:
