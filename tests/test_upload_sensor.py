@@ -14,12 +14,13 @@ from pod_sensors.uploads import build_upload_sensor, upload_run_key
 
 def tick(pipeline, sensor=None, cursor=None) -> dg.SensorResult:
     sensor = sensor or build_upload_sensor()
-    context = dg.build_sensor_context(
+    # Entered as a context manager: CatalogResource has a nested resource (its store).
+    with dg.build_sensor_context(
         instance=pipeline.instance,
         cursor=cursor,
         resources={"store": pipeline.store, "catalog": pipeline.catalog_resource},
-    )
-    result = sensor(context)
+    ) as context:
+        result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     for request in result.dynamic_partitions_requests or []:
         pipeline.instance.add_dynamic_partitions("episodes", list(request.partition_keys))
