@@ -1,37 +1,41 @@
-"""Measure the filler detector of :mod:`pod_audio.fillers` on speech with known filler times.
+"""Measure transcription and filler detection on speech with known truth, for the product
+engine and the pocketsphinx baseline side by side in one run.
 
-Evaluation sets, all generated from fixed seeds (``docs/fillers.md`` discusses the results):
+Engines:
 
-``synthetic_tune`` (seed 101) / ``synthetic_heldout`` (seed 202)
-    espeak-ng sentences with "um", "uh", "er", "ah", "hmm" inserted between words. Every
-    piece (a run of words, a filler) is synthesized on its own and the pieces are
-    concatenated with numpy, so the true filler spans are known to the sample. Each side of a
-    filler gets a pause (0.15-0.6 s) or none (0-40 ms); fillers are 0-6 dB softer than the
-    words. Half the files are band-limited, all get white or pink noise 20-45 dB below the
-    speech. The held-out set uses other sentences, another seed and four voices the tuning
-    set never has.
-``jfk_mix_dev`` (seed 303) / ``jfk_mix`` (seed 404)
-    the real speech of ``jfk.flac`` with synthetic fillers spliced in, half into its pauses
-    (over its own room noise), half between two words (no pause). Fillers are band-limited
-    and level-matched to the speech.
-``jfk_alone``
-    ``jfk.flac`` itself: it holds no filler, every detection is a false positive.
+``whisper``
+    the product: :func:`pod_audio.asr.transcribe` with its defaults (Whisper ``tiny.en``,
+    words force-aligned by pocketsphinx, fillers searched only between aligned words).
+``pocketsphinx``
+    the baseline: ``transcribe(path, recogniser=PocketsphinxRecogniser())`` (pocketsphinx's
+    language model and the acoustic filler detector over the whole chunk).
 
-The detector's weights are fitted (``--fit``) on ``synthetic_tune`` and ``jfk_mix_dev``
-only; ``synthetic_heldout`` and ``jfk_mix`` are the reported results. The two jfk sets share
-the same 11 s of real speech, so ``jfk_mix`` is held out in its fillers, not in its speech.
+Each engine runs in a child process of its own (``--transcribe``) over every set, so its
+peak RSS is its own; the parent scores what the children wrote. The sets and what is known
+about them are described in :mod:`bench.corpus`.
 
-A detection is a transcript word with ``is_filler=True``; it is correct when its centre lies
-within a true filler's span +/- 100 ms (each true filler matches at most one detection).
-CPU time is process time of :func:`pod_audio.asr.transcribe` with ``workers=1``, split into the
-recogniser and the filler detector.
+Measured per set and engine:
+
+- **WER**: words compared after normalising case, punctuation and numbers
+  (:func:`pod_audio.align.dictionary_tokens`); fillers are left out on both sides.
+- **word boundaries** (sets built word by word): ``|start error|`` and ``|end error|`` of
+  every reference word the engine got right (Levenshtein alignment), pooled; median and
+  p95. Also over *context-correct* words, whose neighbours were recognised right as well,
+  which separates alignment error from recognition error.
+- **fillers**: a detection (a word with ``is_filler=True``) is correct when its centre lies
+  within a true filler's span +/- 100 ms; each true filler matches at most one detection.
+- **real words cut**: filler detections overlapping a true non-filler speech span
+  (:attr:`bench.corpus.Item.speech_spans`) by more than 20 ms. Must be zero for the product.
+- **speed**: audio seconds per wall second (x realtime) and CPU seconds per audio second,
+  around each ``transcribe`` call (the model is loaded before the clock starts); peak RSS of
+  the engine's child process.
 
 Usage::
 
-    .venv/bin/python bench/filler_eval.py            # table + bench/filler_results.json
-    .venv/bin/python bench/filler_eval.py --quick    # 10 files per synthetic set
-    .venv/bin/python bench/filler_eval.py --fit      # refit the detector on the tuning sets
-                                                     # and print its constants
+    .venv/bin/python -m bench.filler_eval            # table + bench/filler_results.json
+    .venv/bin/python -m bench.filler_eval --quick    # 10 files per synthetic set, fewer elsewhere
+    .venv/bin/python -m bench.filler_eval --fit      # refit the detector on what the product
+                                                     # sees; compare old and new constants
 """
 
 from __future__ import annotations
@@ -40,128 +44,89 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import wave
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.signal import butter, sosfilt
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pod_audio import asr, fillers  # noqa: E402
-from pod_audio.io import iter_blocks  # noqa: E402
-from pod_audio.transcript import Transcript  # noqa: E402
+from bench import corpus  # noqa: E402
+from bench.corpus import (  # noqa: E402,F401 - re-exported for scripts that build audio
+    JFK_PATH,
+    SR,
+    Item,
+    TrueFiller,
+    TrueWord,
+    espeak,
+    read_16k,
+    trim_silence,
+    write_wav,
+)
+from pod_audio import fillers  # noqa: E402
+from pod_audio.align import dictionary_tokens  # noqa: E402
 
-SR = 16000
 MATCH_TOLERANCE_S = 0.1
+MAX_WORD_OVERLAP_S = 0.02
 RESULTS_PATH = REPO / "bench" / "filler_results.json"
-
-TUNE_SEED = 101
-HELDOUT_SEED = 202
-JFK_MIX_DEV_SEED = 303
-JFK_MIX_SEED = 404
-
-SENTENCES_TUNE = (
-    "so today we are talking about the history of the printing press",
-    "I think the most important thing is to listen to your audience",
-    "we recorded this episode in a small studio downtown",
-    "the weather was terrible but the show went on anyway",
-    "my guest has written three books about urban gardening",
-    "you can find all the links in the show notes below",
-    "last week we had a lot of questions about microphones",
-    "the answer depends on how much time you have",
-    "she started the company with two friends from college",
-    "let me tell you what happened at the conference",
-    "there are many ways to make a good cup of coffee",
-    "our producer edited the interview over the weekend",
-    "it took us almost a year to finish the project",
-    "please send your feedback to the address on our website",
-    "the city council voted against the new parking rules",
-    "he moved to Canada when he was twelve years old",
-    "we will be back after a short break",
-    "the results of the survey were quite surprising",
-    "most listeners prefer shorter episodes in the morning",
-    "the new library opens next month on Main Street",
-)
-SENTENCES_HELDOUT = (
-    "the museum keeps a collection of old radios in the basement",
-    "before we start I want to thank everyone who wrote in",
-    "my brother builds furniture from reclaimed wood",
-    "the train was late so I missed the first half of the game",
-    "this recipe needs fresh basil and a little lemon juice",
-    "we talked to a scientist who studies ocean currents",
-    "nobody expected the small team to win the championship",
-    "the documentary follows three families over ten years",
-    "you should always back up your files before an update",
-    "the mountain trail is closed during the winter months",
-    "our next guest teaches music at a public high school",
-    "the bakery on the corner sells bread until noon",
-    "I finally read the book everyone was recommending",
-    "the festival moved indoors because of the storm",
-    "a good interview starts with a simple question",
-    "the engineers tested the bridge for several weeks",
-    "she learned to code by building small games",
-    "the podcast started as a hobby in a spare bedroom",
-    "local farmers sell their vegetables every Saturday",
-    "thanks for listening and see you next week",
-)
-VOICES_TUNE = (
-    "en-us+m3", "en-us+f2", "en+m1", "en-gb+f3", "en-us+m7", "en-us+Andy", "en-us+Annie",
-    "en-us+m5",
-)
-VOICES_HELDOUT = (
-    "en-us+m3", "en-gb+f3", "en-us+Annie", "en+m1",
-    # never in the tuning set:
-    "en-us+Michael", "en-029+f2", "en-gb-x-rp+m2", "en-us+f5",
-)
-FILLER_TEXTS = ("um", "uh", "er", "ah", "hmm")
-FILLER_WEIGHTS = (0.35, 0.3, 0.1, 0.1, 0.15)
-JFK_FILLER_VOICES = ("en-us+m3", "en-us+m1", "en-us+Michael", "en+m1", "en-us+m5", "en-gb+m3")
+ENGINES = ("whisper", "pocketsphinx")
+ENGINE_LABELS = {
+    "whisper": "Whisper tiny.en + alignment (product)",
+    "pocketsphinx": "pocketsphinx LM + whole-chunk detector (baseline)",
+}
+TARGETS = {
+    "precision_heldout": 0.95,
+    "recall_heldout": 0.85,
+    "real_words_cut": 0,
+    "wer_synthetic": 0.15,
+    "jfk_words_right": True,
+}
+HELDOUT_FILLER_SETS = ("synthetic_heldout", "jfk_mix", "held_vowel")
 
 
-# --------------------------------------------------------------------------- data types
-
-
-@dataclass(frozen=True)
-class TrueFiller:
-    start_s: float
-    end_s: float
-    text: str
-    context: str  # "paused" (pause on both sides), "one_side" or "tight" (no pause)
-
-
-@dataclass(frozen=True)
-class Item:
-    path: str
-    duration_s: float
-    fillers: tuple[TrueFiller, ...]
-    voice: str
+# --------------------------------------------------------------------------- scoring
 
 
 @dataclass
 class SetScore:
     name: str
+    engine: str
     files: int = 0
     audio_s: float = 0.0
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    filler_cpu_s: float = 0.0
+    ref_words: int = 0
+    word_errors: int = 0
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
+    files_all_words_right: int = 0
+    boundary_errors_s: list[float] = field(default_factory=list)
+    boundary_errors_context_s: list[float] = field(default_factory=list)
+    start_errors_s: list[float] = field(default_factory=list)
+    end_errors_s: list[float] = field(default_factory=list)
+    matched_words: int = 0
+    context_words: int = 0
     true_fillers: int = 0
     detections: int = 0
     true_positives: int = 0
-    recall_by_context: dict[str, list[int]] = field(default_factory=dict)  # context -> [hit, n]
-    labels_correct: int = 0  # true positives spelled as the filler that was said
-    coverage: list[float] = field(default_factory=list)  # share of each found filler covered
-    overshoot_s: list[float] = field(default_factory=list)  # detection outside the true span
-    asr_cpu_s: float = 0.0
-    filler_cpu_s: float = 0.0
+    recall_by_context: dict[str, list[int]] = field(default_factory=dict)
+    labels_correct: int = 0
+    coverage: list[float] = field(default_factory=list)
+    real_words_cut: int = 0
+    cuts: list[str] = field(default_factory=list)
     false_positive_words: list[str] = field(default_factory=list)
+    word_errors_shown: list[str] = field(default_factory=list)
 
     @property
     def precision(self) -> float:
@@ -176,262 +141,106 @@ class SetScore:
         p, r = self.precision, self.recall
         return 2 * p * r / (p + r) if p + r else 0.0
 
+    @property
+    def wer(self) -> float:
+        return self.word_errors / self.ref_words if self.ref_words else 0.0
+
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        del out["coverage"], out["overshoot_s"]
-        out.update(
-            span_coverage_median=_percentile(self.coverage, 50),
-            span_coverage_p10=_percentile(self.coverage, 10),
-            overshoot_s_median=_percentile(self.overshoot_s, 50),
-            overshoot_s_p90=_percentile(self.overshoot_s, 90),
-            precision=round(self.precision, 3),
-            recall=round(self.recall, 3),
-            f1=round(self.f1, 3),
-            label_accuracy=(
+        return {
+            "set": self.name,
+            "engine": self.engine,
+            "files": self.files,
+            "audio_s": round(self.audio_s, 2),
+            "wer": round(self.wer, 4),
+            "ref_words": self.ref_words,
+            "word_errors": self.word_errors,
+            "substitutions": self.substitutions,
+            "deletions": self.deletions,
+            "insertions": self.insertions,
+            "files_all_words_right": self.files_all_words_right,
+            "boundary": _boundary_summary(self.boundary_errors_s, self.matched_words),
+            "boundary_context_correct": _boundary_summary(
+                self.boundary_errors_context_s, self.context_words
+            ),
+            "start_error_ms_median": _ms(_percentile(self.start_errors_s, 50)),
+            "end_error_ms_median": _ms(_percentile(self.end_errors_s, 50)),
+            "true_fillers": self.true_fillers,
+            "detections": self.detections,
+            "true_positives": self.true_positives,
+            "false_positives": self.detections - self.true_positives,
+            "precision": round(self.precision, 3),
+            "recall": round(self.recall, 3),
+            "f1": round(self.f1, 3),
+            "label_accuracy": (
                 round(self.labels_correct / self.true_positives, 3) if self.true_positives else None
             ),
-            false_positives=self.detections - self.true_positives,
-            asr_cpu_s_per_audio_s=round(self.asr_cpu_s / self.audio_s, 4) if self.audio_s else None,
-            filler_cpu_s_per_audio_s=(
+            "span_coverage_median": _percentile(self.coverage, 50),
+            "recall_by_context": {
+                k: {"found": v[0], "total": v[1]} for k, v in sorted(self.recall_by_context.items())
+            },
+            "real_words_cut": self.real_words_cut,
+            "cuts": self.cuts,
+            "false_positive_words": self.false_positive_words,
+            "word_errors_examples": self.word_errors_shown[:12],
+            "wall_s": round(self.wall_s, 2),
+            "cpu_s": round(self.cpu_s, 2),
+            "x_realtime_wall": round(self.audio_s / self.wall_s, 2) if self.wall_s else None,
+            "x_realtime_cpu": round(self.audio_s / self.cpu_s, 2) if self.cpu_s else None,
+            "cpu_s_per_audio_s": round(self.cpu_s / self.audio_s, 4) if self.audio_s else None,
+            "filler_cpu_s_per_audio_s": (
                 round(self.filler_cpu_s / self.audio_s, 4) if self.audio_s else None
             ),
-            recall_by_context={
-                k: {"found": v[0], "total": v[1], "recall": round(v[0] / v[1], 3) if v[1] else None}
-                for k, v in sorted(self.recall_by_context.items())
-            },
-        )
-        out["audio_s"] = round(self.audio_s, 2)
-        out["asr_cpu_s"] = round(self.asr_cpu_s, 2)
-        out["filler_cpu_s"] = round(self.filler_cpu_s, 2)
-        return out
+        }
 
 
 def _percentile(values: Sequence[float], q: float) -> float | None:
-    return round(float(np.percentile(values, q)), 3) if len(values) else None
+    return round(float(np.percentile(values, q)), 4) if len(values) else None
 
 
-# --------------------------------------------------------------------------- synthesis
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
 
 
-def espeak(text: str, *, voice: str, speed_wpm: int, pitch: int) -> np.ndarray:
-    """Synthesize ``text`` with espeak-ng; 16 kHz float32 mono with silence trimmed."""
-    with tempfile.TemporaryDirectory(prefix="filler-eval-") as tmp:
-        out = Path(tmp) / "piece.wav"
-        subprocess.run(
-            ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-p", str(pitch), "-w", str(out)]
-            + [text],
-            check=True,
-            capture_output=True,
-        )
-        samples = np.concatenate([b[:, 0] for b in iter_blocks(out, sample_rate=SR, channels=1)])
-    return trim_silence(samples)
+def _boundary_summary(errors: Sequence[float], words: int) -> dict[str, Any]:
+    return {
+        "words": words,
+        "median_ms": _ms(_percentile(errors, 50)),
+        "p95_ms": _ms(_percentile(errors, 95)),
+        "max_ms": _ms(max(errors) if errors else None),
+    }
 
 
-def trim_silence(samples: np.ndarray, *, threshold_dbfs: float = -45.0) -> np.ndarray:
-    n = len(samples) // 160
-    if n == 0:
-        return samples[:0]
-    level = 10 * np.log10(np.mean(samples[: n * 160].reshape(n, 160) ** 2, axis=1) + 1e-12)
-    loud = np.flatnonzero(level > threshold_dbfs)
-    if len(loud) == 0:
-        return samples[:0]
-    return samples[loud[0] * 160 : (loud[-1] + 1) * 160].astype(np.float32)
+def tokens_of(text: str) -> list[str]:
+    """Normalised tokens of a written word (case, punctuation and numbers normalised)."""
+    return dictionary_tokens(text)
 
 
-def write_wav(path: Path, samples: np.ndarray) -> None:
-    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SR)
-        out.writeframes(pcm.tobytes())
-
-
-def read_16k(path: str | os.PathLike[str]) -> np.ndarray:
-    return np.concatenate([b[:, 0] for b in iter_blocks(path, sample_rate=SR, channels=1)])
-
-
-def _silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(round(seconds * SR)), dtype=np.float32)
-
-
-def _context(before_s: float, after_s: float) -> str:
-    paused = (before_s >= 0.15) + (after_s >= 0.15)
-    return ("tight", "one_side", "paused")[paused]
-
-
-def synthetic_set(
-    out_dir: Path, *, seed: int, n_files: int, sentences: Sequence[str], voices: Sequence[str]
-) -> list[Item]:
-    """espeak sentences with fillers inserted between words at known times."""
-    rng = np.random.default_rng(seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    items: list[Item] = []
-    for index in range(n_files):
-        voice = str(voices[rng.integers(len(voices))])
-        speed = int(rng.integers(130, 181))
-        pitch = int(rng.integers(30, 71))
-        picks = rng.choice(len(sentences), size=2, replace=False)
-        words = " ".join(sentences[i] for i in picks).split()
-        n_fillers = int(rng.choice([0, 1, 2, 3], p=[0.15, 0.35, 0.3, 0.2]))
-        points = sorted(rng.choice(np.arange(1, len(words)), size=n_fillers, replace=False))
-        pieces: list[np.ndarray] = [_silence(rng.uniform(0.2, 0.6))]
-        position = len(pieces[0])
-        truth: list[TrueFiller] = []
-        previous = 0
-        for point in [*points, len(words)]:
-            run = " ".join(words[previous:point])
-            text = espeak(run, voice=voice, speed_wpm=speed, pitch=pitch)
-            pieces.append(text)
-            position += len(text)
-            previous = point
-            if point == len(words):
-                break
-            filler_text = str(rng.choice(FILLER_TEXTS, p=FILLER_WEIGHTS))
-            filler = espeak(
-                filler_text, voice=voice, speed_wpm=int(rng.integers(70, 151)), pitch=pitch
+def align_tokens(ref: Sequence[str], hyp: Sequence[str]) -> list[tuple[int | None, int | None]]:
+    """Levenshtein alignment of two token lists: pairs (ref index or None, hyp index or None)."""
+    n, m = len(ref), len(hyp)
+    cost = np.zeros((n + 1, m + 1), dtype=np.int32)
+    cost[:, 0] = np.arange(n + 1)
+    cost[0, :] = np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i, j] = min(
+                cost[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]),
+                cost[i - 1, j] + 1,
+                cost[i, j - 1] + 1,
             )
-            filler *= 10 ** (rng.uniform(-6.0, 1.0) / 20)  # fillers are often said softer
-            gaps = [
-                rng.uniform(0.15, 0.6) if rng.random() < 0.6 else rng.uniform(0.0, 0.04)
-                for _ in range(2)
-            ]
-            before, after = _silence(gaps[0]), _silence(gaps[1])
-            start = position + len(before)
-            truth.append(
-                TrueFiller(
-                    start / SR, (start + len(filler)) / SR, filler_text, _context(*gaps)
-                )
-            )
-            pieces += [before, filler, after]
-            position += len(before) + len(filler) + len(after)
-        pieces.append(_silence(rng.uniform(0.2, 0.6)))
-        audio = _recording_chain(np.concatenate(pieces), rng)
-        path = out_dir / f"{index:03d}.wav"
-        write_wav(path, audio)
-        items.append(Item(str(path), len(audio) / SR, tuple(truth), voice))
-    return items
-
-
-def _recording_chain(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Vary the recording: band limits (half the files), noise 20-45 dB below the speech
-    (white or pink), and the overall level."""
-    if rng.random() < 0.5:
-        low_hz, high_hz = rng.uniform(60, 200), rng.uniform(3400, 7000)
-        audio = sosfilt(butter(4, [low_hz, high_hz], btype="bandpass", fs=SR, output="sos"), audio)
-    active = audio[np.abs(audio) > 0.01 * np.abs(audio).max()]
-    speech_rms = _rms(active) if len(active) else _rms(audio)
-    noise = rng.normal(0, 1, len(audio))
-    if rng.random() < 0.5:  # pink: -3 dB per octave
-        spectrum = np.fft.rfft(noise)
-        spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
-        spectrum[0] = 0
-        noise = np.fft.irfft(spectrum, n=len(audio))
-    noise *= speech_rms * 10 ** (-rng.uniform(20, 45) / 20) / max(1e-12, _rms(noise))
-    audio = audio + noise
-    audio *= 10 ** (rng.uniform(-12, -1) / 20) / max(1e-6, float(np.abs(audio).max()))
-    return audio.astype(np.float32)
-
-
-def jfk_mix_set(out_dir: Path, *, jfk_path: Path, seed: int, n_files: int) -> list[Item]:
-    """``jfk.flac`` with synthetic fillers spliced into its pauses and between its words."""
-    rng = np.random.default_rng(seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    speech = read_16k(jfk_path)
-    frame_db = _frame_db(speech)
-    floor_db = float(np.percentile(frame_db, 10))
-    loud = frame_db > floor_db + 10
-    speech_rms = float(np.sqrt(np.mean(speech[: len(loud) * 160].reshape(-1, 160)[loud] ** 2)))
-    pauses = _pauses(loud, min_frames=30)  # pauses of 0.3 s or more: (start, end) samples
-    noise = speech[pauses[0][0] : pauses[0][1]] if pauses else np.zeros(SR, dtype=np.float32)
-    words = asr.transcribe_samples(speech, detect_fillers=False).words
-    # Cuts between two words with no pause between them, away from the file's ends.
-    word_cuts = [
-        round(word.end_s * SR)
-        for word, following in zip(words, words[1:])
-        if following.start_s - word.end_s < 0.02
-    ]
-    band = butter(4, [150, 3800], btype="bandpass", fs=SR, output="sos")
-    items: list[Item] = []
-    for index in range(n_files):
-        n_fillers = int(rng.integers(1, 4))
-        # Half the fillers go into pauses, half between two words.
-        kinds = ["pause" if rng.random() < 0.5 else "word" for _ in range(n_fillers)]
-        pause_at = [(a + b) // 2 for a, b in pauses]
-        n_pauses = min(kinds.count("pause"), len(pause_at))
-        n_words = min(kinds.count("word"), len(word_cuts))
-        chosen = sorted(
-            [("pause", int(at)) for at in rng.choice(pause_at, size=n_pauses, replace=False)]
-            + [("word", int(at)) for at in rng.choice(word_cuts, size=n_words, replace=False)],
-            key=lambda slot: slot[1],
-        )
-        voice = str(JFK_FILLER_VOICES[rng.integers(len(JFK_FILLER_VOICES))])
-        pieces: list[np.ndarray] = []
-        truth: list[TrueFiller] = []
-        position = 0
-        cursor = 0
-        for kind, at in chosen:
-            pieces.append(speech[cursor:at])
-            position += at - cursor
-            cursor = at
-            text = str(rng.choice(FILLER_TEXTS, p=FILLER_WEIGHTS))
-            filler = espeak(
-                text,
-                voice=voice,
-                speed_wpm=int(rng.integers(70, 151)),
-                pitch=int(rng.integers(30, 66)),
-            )
-            filler = sosfilt(band, filler).astype(np.float32)
-            filler *= speech_rms * rng.uniform(0.5, 1.0) / max(1e-6, _rms(filler))
-            if kind == "pause":
-                before_s, after_s = rng.uniform(0.15, 0.4), rng.uniform(0.15, 0.4)
-            else:
-                before_s, after_s = rng.uniform(0.0, 0.03), rng.uniform(0.0, 0.03)
-            inserted_len = int((before_s + after_s) * SR) + len(filler)
-            bed = _loop(noise, inserted_len, rng)
-            start = int(before_s * SR)
-            bed[start : start + len(filler)] += filler
-            truth.append(
-                TrueFiller((position + start) / SR, (position + start + len(filler)) / SR, text,
-                           _context(before_s, after_s))
-            )
-            pieces.append(bed)
-            position += inserted_len
-        pieces.append(speech[cursor:])
-        audio = np.concatenate(pieces)
-        path = out_dir / f"{index:03d}.wav"
-        write_wav(path, audio)
-        items.append(Item(str(path), len(audio) / SR, tuple(truth), voice))
-    return items
-
-
-def _frame_db(samples: np.ndarray) -> np.ndarray:
-    n = len(samples) // 160
-    return 10 * np.log10(np.mean(samples[: n * 160].reshape(n, 160) ** 2, axis=1) + 1e-12)
-
-
-def _pauses(loud: np.ndarray, *, min_frames: int) -> list[tuple[int, int]]:
-    edges = np.diff(np.concatenate(([1], loud.astype(np.int8), [1])))
-    starts, ends = np.flatnonzero(edges == -1), np.flatnonzero(edges == 1)
-    return [
-        (int(a) * 160, int(b) * 160)
-        for a, b in zip(starts, ends)
-        if b - a >= min_frames and a > 0 and b < len(loud)
-    ]
-
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x)))) if len(x) else 0.0
-
-
-def _loop(noise: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
-    reps = -(-length // max(1, len(noise))) + 1
-    tiled = np.tile(noise, reps)
-    offset = int(rng.integers(0, max(1, len(noise))))
-    return tiled[offset : offset + length].astype(np.float32).copy()
-
-
-# --------------------------------------------------------------------------- scoring
+    pairs: list[tuple[int | None, int | None]] = []
+    i, j = n, m
+    while i > 0 or j > 0:
+        if i > 0 and j > 0 and cost[i, j] == cost[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]):
+            pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif i > 0 and cost[i, j] == cost[i - 1, j] + 1:
+            pairs.append((i - 1, None))
+            i -= 1
+        else:
+            pairs.append((None, j - 1))
+            j -= 1
+    return pairs[::-1]
 
 
 def match(
@@ -457,8 +266,113 @@ def match(
     return pairs
 
 
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def score_item(score: SetScore, item: Item, words: Sequence[dict[str, Any]]) -> None:
+    """Add one file's transcript (words as dicts: text, start_s, end_s, is_filler) to ``score``."""
+    label = f"{Path(item.path).parent.name}/{Path(item.path).name}"
+    score.files += 1
+    score.audio_s += item.duration_s
+
+    # Words.
+    lexical = [w for w in words if not w["is_filler"]]
+    hyp_tokens: list[str] = []
+    hyp_word: list[int] = []
+    for index, w in enumerate(lexical):
+        for token in tokens_of(w["text"]):
+            hyp_tokens.append(token)
+            hyp_word.append(index)
+    ref_tokens: list[str] = []
+    ref_word: list[int] = []
+    for index, text in enumerate(item.reference):
+        for token in tokens_of(text):
+            ref_tokens.append(token)
+            ref_word.append(index)
+    pairs = align_tokens(ref_tokens, hyp_tokens)
+    errors = 0
+    right = [False] * len(ref_tokens)
+    for r, h in pairs:
+        if r is None:
+            score.insertions += 1
+            errors += 1
+        elif h is None:
+            score.deletions += 1
+            errors += 1
+        elif ref_tokens[r] != hyp_tokens[h]:
+            score.substitutions += 1
+            errors += 1
+        else:
+            right[r] = True
+    score.ref_words += len(ref_tokens)
+    score.word_errors += errors
+    score.files_all_words_right += errors == 0
+    if errors:
+        shown = " ".join(hyp_tokens)
+        score.word_errors_shown.append(f"{label}: {errors} errors: {shown[:160]}")
+
+    # Word boundaries (sets built word by word: one token per reference word).
+    if item.words and len(ref_tokens) == len(item.words):
+        for r, h in pairs:
+            if r is None or h is None or not right[r]:
+                continue
+            hyp = lexical[hyp_word[h]]
+            if len(tokens_of(hyp["text"])) != 1:
+                continue
+            true = item.words[r]
+            start_err = abs(hyp["start_s"] - true.start_s)
+            end_err = abs(hyp["end_s"] - true.end_s)
+            score.start_errors_s.append(start_err)
+            score.end_errors_s.append(end_err)
+            score.boundary_errors_s += [start_err, end_err]
+            score.matched_words += 1
+            neighbours_right = (r == 0 or right[r - 1]) and (r == len(right) - 1 or right[r + 1])
+            if neighbours_right:
+                score.boundary_errors_context_s += [start_err, end_err]
+                score.context_words += 1
+
+    # Fillers.
+    detected = [w for w in words if w["is_filler"]]
+    found = match([(w["start_s"], w["end_s"]) for w in detected], item.fillers)
+    used = {pair for pair in found if pair is not None}
+    score.true_fillers += len(item.fillers)
+    score.detections += len(detected)
+    score.true_positives += len(used)
+    for filler, pair in zip(item.fillers, found):
+        counts = score.recall_by_context.setdefault(filler.context, [0, 0])
+        counts[0] += pair is not None
+        counts[1] += 1
+        if pair is not None:
+            w = detected[pair]
+            score.labels_correct += w["text"] == filler.text
+            inside = _overlap(w["start_s"], w["end_s"], filler.start_s, filler.end_s)
+            score.coverage.append(inside / (filler.end_s - filler.start_s))
+    score.false_positive_words += [
+        f"{label}@{w['start_s']:.2f}-{w['end_s']:.2f}:{w['text']}"
+        for i, w in enumerate(detected)
+        if i not in used
+    ]
+
+    # Real words cut.
+    for w in detected:
+        worst = max(
+            (_overlap(w["start_s"], w["end_s"], a, b) for a, b in item.speech_spans), default=0.0
+        )
+        if worst > MAX_WORD_OVERLAP_S:
+            score.real_words_cut += 1
+            score.cuts.append(
+                f"{label}@{w['start_s']:.2f}-{w['end_s']:.2f}:{w['text']} "
+                f"overlaps speech by {worst * 1000:.0f} ms"
+            )
+
+
+# --------------------------------------------------------------------------- engines (child)
+
+
 class _FillerTimer:
-    """Wraps :func:`pod_audio.fillers.detect_fillers` to add up its process time."""
+    """Adds up the CPU time (of the calling thread) spent in
+    :func:`pod_audio.fillers.detect_fillers`."""
 
     def __init__(self) -> None:
         self.cpu_s = 0.0
@@ -466,11 +380,11 @@ class _FillerTimer:
 
     def __enter__(self) -> _FillerTimer:
         def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.process_time()
+            start = time.thread_time()
             try:
                 return self._original(*args, **kwargs)
             finally:
-                self.cpu_s += time.process_time() - start
+                self.cpu_s += time.thread_time() - start
 
         fillers.detect_fillers = timed  # type: ignore[assignment]
         return self
@@ -479,55 +393,171 @@ class _FillerTimer:
         fillers.detect_fillers = self._original  # type: ignore[assignment]
 
 
-def score_set(name: str, items: Sequence[Item]) -> SetScore:
-    score = SetScore(name)
-    for item in items:
-        with _FillerTimer() as timer:
-            start = time.process_time()
-            transcript: Transcript = asr.transcribe(item.path, workers=1)
-            total_cpu = time.process_time() - start
-        detected = [w for w in transcript.words if w.is_filler]
-        pairs = match([(w.start_s, w.end_s) for w in detected], item.fillers)
-        hits = [pair is not None for pair in pairs]
-        used = {pair for pair in pairs if pair is not None}
-        score.files += 1
-        score.audio_s += item.duration_s
-        score.true_fillers += len(item.fillers)
-        score.detections += len(detected)
-        score.true_positives += sum(hits)
-        score.asr_cpu_s += total_cpu - timer.cpu_s
-        score.filler_cpu_s += timer.cpu_s
-        for filler, pair in zip(item.fillers, pairs):
-            counts = score.recall_by_context.setdefault(filler.context, [0, 0])
-            counts[0] += pair is not None
-            counts[1] += 1
-            if pair is not None:
-                word = detected[pair]
-                score.labels_correct += word.text == filler.text
-                inside = max(0.0, min(word.end_s, filler.end_s) - max(word.start_s, filler.start_s))
-                score.coverage.append(inside / (filler.end_s - filler.start_s))
-                score.overshoot_s.append(word.end_s - word.start_s - inside)
-        score.false_positive_words += [
-            f"{Path(item.path).parent.name}/{Path(item.path).name}@{w.start_s:.2f}:{w.text}"
-            for i, w in enumerate(detected)
-            if i not in used
-        ]
-    return score
+def apply_constants(constants: dict[str, Any]) -> None:
+    """Use other fitted constants in this process (as if pasted into pod_audio/fillers.py)."""
+    fillers._FEATURE_MEAN = np.array(constants["feature_mean"])  # type: ignore[attr-defined]
+    fillers._FEATURE_SCALE = np.array(constants["feature_scale"])  # type: ignore[attr-defined]
+    fillers._WEIGHTS = np.array(constants["weights"])  # type: ignore[attr-defined]
+    fillers._BIAS = float(constants["bias"])  # type: ignore[attr-defined]
+    if "threshold" in constants:
+        threshold = float(constants["threshold"])
+        fillers.DEFAULT_THRESHOLD = threshold
+        for function in (fillers.detect_fillers, fillers.fillers_between_words):
+            if function.__kwdefaults__ and "threshold" in function.__kwdefaults__:
+                function.__kwdefaults__["threshold"] = threshold
+
+
+def _transcribe_all(engine: str, manifest: Path, out: Path) -> None:
+    """Child process: transcribe every item of the manifest with ``engine``, write words and
+    timings as JSON."""
+    from pod_audio import asr
+
+    sets = corpus.load_manifest(manifest)
+
+    def run(path: str):  # noqa: ANN202
+        if engine == "whisper":
+            return asr.transcribe(path)
+        return asr.transcribe(path, recogniser=asr.PocketsphinxRecogniser())
+
+    started = time.perf_counter()
+    run(str(JFK_PATH))  # load the model (and warm the caches) before the clock starts
+    warmup_s = time.perf_counter() - started
+    results: dict[str, list[dict[str, Any]]] = {}
+    for name, items in sets.items():
+        rows = []
+        for item in items:
+            with _FillerTimer() as timer:
+                wall0, cpu0 = time.perf_counter(), time.process_time()
+                transcript = run(item.path)
+                wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            rows.append({
+                "path": item.path,
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "filler_cpu_s": timer.cpu_s,
+                "words": [
+                    {"text": w.text, "start_s": w.start_s, "end_s": w.end_s,
+                     "is_filler": w.is_filler, "confidence": w.confidence}
+                    for w in transcript.words
+                ],
+                "chunks": transcript.extra.get("chunks"),
+            })
+        results[name] = rows
+    out.write_text(json.dumps({"engine": engine, "warmup_s": warmup_s, "sets": results}))
+
+
+def run_engine(engine: str, manifest: Path, work: Path, constants: Path | None) -> dict[str, Any]:
+    """Run one engine over the manifest in a child process; its output plus the child's
+    wall time, CPU time and peak RSS."""
+    from bench.run import run_child
+
+    out = work / f"{engine}.json"
+    argv = [sys.executable, "-m", "bench.filler_eval", "--transcribe", engine,
+            "--manifest", str(manifest), "--engine-out", str(out)]
+    if constants is not None:
+        argv += ["--constants", str(constants)]
+    print(f"[{time.strftime('%H:%M:%S')}] {engine}: transcribing (load {_load()})", flush=True)
+    sample, _, _ = run_child(argv)
+    data = json.loads(out.read_text())
+    data["process"] = {
+        "wall_s": sample.wall_s, "cpu_s": sample.cpu_s, "peak_rss_mb": sample.peak_rss_mb,
+        "tree_rss_mb": sample.tree_rss_mb, "load_1m_at_start": sample.load_1m,
+        "load_1m_at_end": round(os.getloadavg()[0], 2),
+    }
+    print(
+        f"[{time.strftime('%H:%M:%S')}] {engine}: {sample.wall_s:.0f} s wall, "
+        f"{sample.cpu_s:.0f} s CPU, peak RSS {sample.peak_rss_mb:.0f} MB", flush=True,
+    )
+    return data
+
+
+def score_engine(sets: dict[str, list[Item]], data: dict[str, Any]) -> list[SetScore]:
+    scores = []
+    for name, items in sets.items():
+        score = SetScore(name, data["engine"])
+        for item, row in zip(items, data["sets"][name]):
+            assert row["path"] == item.path
+            score.wall_s += row["wall_s"]
+            score.cpu_s += row["cpu_s"]
+            score.filler_cpu_s += row["filler_cpu_s"]
+            score_item(score, item, row["words"])
+        scores.append(score)
+    return scores
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 # --------------------------------------------------------------------------- fitting
 
 
-def candidate_rows(items: Sequence[Item]) -> tuple[np.ndarray, np.ndarray]:
-    """Feature vectors of every filler candidate in ``items`` and whether each is a filler
-    (its centre within a true filler's span +/- the match tolerance)."""
+def aligned_words_of(items: Sequence[Item], cache_path: Path) -> list[dict[str, Any]]:
+    """What the product hands to the filler search for each (single-chunk) file: Whisper's
+    words, force-aligned and tightened, spelled fillers flagged, and which were aligned.
+    Cached in ``cache_path`` (keyed by file)."""
+    cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    missing = [item for item in items if item.path not in cache]
+    if missing:
+        from pod_audio import asr
+        from pod_audio.align import align_words
+        from pod_audio.transcript import Word
+
+        engine = asr.default_recogniser()
+        for n, item in enumerate(missing):
+            pcm = asr._as_int16(read_16k(item.path))
+            words = engine.recognise(pcm.astype(np.float32) / 32768.0)
+            result = align_words(pcm, words) if words else None
+            aligned_words = list(result.words) if result else []
+            flags = list(result.aligned) if result else []
+            aligned_words = [fillers.flag_spelled_filler(w) for w in aligned_words]
+            cache[item.path] = {
+                "words": [[w.text, w.start_s, w.end_s, w.confidence, w.is_filler]
+                          for w in aligned_words],
+                "aligned": flags,
+            }
+            if n % 10 == 9:
+                cache_path.write_text(json.dumps(cache))
+        cache_path.write_text(json.dumps(cache))
+        del Word
+    return [cache[item.path] for item in items]
+
+
+def _words(entry: dict[str, Any]):  # noqa: ANN202
+    from pod_audio.transcript import Word
+
+    return [Word(t, s, e, c, f) for t, s, e, c, f in entry["words"]], entry["aligned"]
+
+
+def candidate_rows(
+    items: Sequence[Item], aligned: Sequence[dict[str, Any]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feature vectors of the filler candidates the product scores in ``items`` and whether
+    each is a filler.
+
+    As in :func:`pod_audio.fillers.fillers_between_words`: the recogniser's segments are the
+    aligned non-filler Whisper words, and only candidates that keep at least 60 % of their
+    length (and 0.12 s) once clipped to the gap between words count. A candidate is a filler
+    when the centre of its clipped span lies within a true filler's span +/- the match
+    tolerance.
+    """
     vectors: list[np.ndarray] = []
     labels: list[bool] = []
-    for item in items:
-        pcm = asr._as_int16(read_16k(item.path))
-        table = fillers.candidate_table(pcm, segments=asr.decode_segments(pcm))
+    for item, entry in zip(items, aligned):
+        words, flags = _words(entry)
+        pcm = (np.clip(read_16k(item.path), -1, 1) * 32767).round().astype(np.int16)
+        gaps = fillers._gaps_between(words, flags, duration_s=len(pcm) / SR)
+        if not gaps:
+            continue
+        lexical = [w for w in words if not w.is_filler]
+        table = fillers.candidate_table(pcm, segments=lexical)
         for candidate, vector in zip(table.candidates, table.vectors):
-            centre = (candidate.start_s + candidate.end_s) / 2
+            best = max(gaps, key=lambda g: _overlap(g[0], g[1], candidate.start_s, candidate.end_s))
+            start, end = max(candidate.start_s, best[0]), min(candidate.end_s, best[1])
+            length = candidate.end_s - candidate.start_s
+            if end - start < 0.12 or end - start < 0.6 * length:
+                continue
+            centre = (start + end) / 2
             vectors.append(vector)
             labels.append(
                 any(
@@ -562,122 +592,240 @@ def fit_logistic(
     return mean, scale, weights, bias
 
 
-def fit(work: Path) -> str:
-    """Fit the detector on the tuning sets; returns the constants for ``pod_audio/fillers.py``."""
-    jfk = JFK_PATH
-    items = synthetic_set(
-        work / "tune", seed=TUNE_SEED, n_files=40, sentences=SENTENCES_TUNE, voices=VOICES_TUNE
-    ) + jfk_mix_set(work / "jfk_mix_dev", jfk_path=jfk, seed=JFK_MIX_DEV_SEED, n_files=20)
-    x, y = candidate_rows(items)
-    mean, scale, weights, bias = fit_logistic(x, y)
-    print(f"{len(y)} candidates, {int(y.sum())} on fillers")
+def current_constants() -> dict[str, Any]:
+    return {
+        "feature_mean": fillers._FEATURE_MEAN.tolist(),  # type: ignore[attr-defined]
+        "feature_scale": fillers._FEATURE_SCALE.tolist(),  # type: ignore[attr-defined]
+        "weights": fillers._WEIGHTS.tolist(),  # type: ignore[attr-defined]
+        "bias": float(fillers._BIAS),  # type: ignore[attr-defined]
+        "threshold": float(fillers.DEFAULT_THRESHOLD),
+    }
+
+
+def fast_filler_scores(
+    sets: dict[str, list[Item]], aligned: dict[str, list[dict[str, Any]]],
+    constants: dict[str, Any],
+) -> list[SetScore]:
+    """Filler precision, recall and real words cut of the product's filler search with
+    ``constants``, from the cached aligned words (single-chunk files: the same words
+    ``transcribe`` hands to :func:`pod_audio.fillers.fillers_between_words`)."""
+    saved = current_constants()
+    apply_constants(constants)
+    try:
+        scores = []
+        for name, items in sets.items():
+            score = SetScore(name, "whisper (fast path)")
+            for item, entry in zip(items, aligned[name]):
+                words, flags = _words(entry)
+                pcm = (np.clip(read_16k(item.path), -1, 1) * 32767).round().astype(np.int16)
+                found = fillers.fillers_between_words(
+                    pcm, words, aligned=flags, threshold=constants["threshold"]
+                )
+                merged = fillers.merge_fillers(words, found)
+                score_item(score, item, [
+                    {"text": w.text, "start_s": w.start_s, "end_s": w.end_s,
+                     "is_filler": w.is_filler} for w in merged
+                ])
+            scores.append(score)
+        return scores
+    finally:
+        apply_constants(saved)
+
+
+def fit(work: Path, *, quick: bool, l2: float, threshold: float | None) -> dict[str, Any]:
+    """Fit on the tuning sets as the product sees them; compare with the shipped constants on
+    every set (fast path). Returns the new constants and both evaluations."""
+    sets = corpus.build_sets(work, quick=quick)
+    cache = work / "aligned_words.json"
+    print(f"[{time.strftime('%H:%M:%S')}] aligning Whisper's words on every set", flush=True)
+    aligned = {name: aligned_words_of(items, cache) for name, items in sets.items()}
+    tune_items = [i for name in corpus.TUNING_SETS for i in sets[name]]
+    tune_aligned = [a for name in corpus.TUNING_SETS for a in aligned[name]]
+    x, y = candidate_rows(tune_items, tune_aligned)
+    mean, scale, weights, bias = fit_logistic(x, y, l2=l2)
+    print(f"{len(y)} candidates in the gaps, {int(y.sum())} on fillers")
     for name, weight in zip(fillers.FEATURE_NAMES, weights):
         print(f"  {name:<24} {weight:+.3f}")
+    new = {
+        "feature_mean": [float(f"{v:.4g}") for v in mean],
+        "feature_scale": [float(f"{v:.4g}") for v in scale],
+        "weights": [float(f"{v:.4g}") for v in weights],
+        "bias": float(f"{bias:.4g}"),
+        "threshold": threshold if threshold is not None else fillers.DEFAULT_THRESHOLD,
+    }
+    old = current_constants()
+    report: dict[str, Any] = {"candidates": len(y), "on_fillers": int(y.sum()), "new": new}
+    for label, constants in (("shipped", old), ("refit", new)):
+        scores = fast_filler_scores(sets, aligned, constants)
+        report[label] = {s.name: _filler_summary(s) for s in scores}
+    print()
+    print(f"{'set':<18} {'constants':<8} {'true':>5} {'found':>5} {'TP':>4} {'P':>6} {'R':>6} "
+          f"{'cut':>4}")
+    for name in sets:
+        for label in ("shipped", "refit"):
+            r = report[label][name]
+            print(f"{name:<18} {label:<8} {r['true_fillers']:>5} {r['detections']:>5} "
+                  f"{r['true_positives']:>4} {r['precision']:>6.3f} {r['recall']:>6.3f} "
+                  f"{r['real_words_cut']:>4}")
 
-    def array(values: np.ndarray) -> str:
+    def array(values: Sequence[float]) -> str:
         return "np.array([" + ", ".join(f"{v:.4g}" for v in values) + "])"
 
-    return (
-        f"_FEATURE_MEAN = {array(mean)}\n"
-        f"_FEATURE_SCALE = {array(scale)}\n"
-        f"_WEIGHTS = {array(weights)}\n"
-        f"_BIAS = {bias:.4g}\n"
-    )
+    print()
+    print(f"_FEATURE_MEAN = {array(new['feature_mean'])}")
+    print(f"_FEATURE_SCALE = {array(new['feature_scale'])}")
+    print(f"_WEIGHTS = {array(new['weights'])}")
+    print(f"_BIAS = {new['bias']:.4g}")
+    return report
 
 
-# --------------------------------------------------------------------------- main
-
-
-JFK_PATH = REPO / "samples" / "jfk-inaugural-excerpt.flac"
-"""11 s of real, public-domain speech shipped with the project."""
-
-
-def build_sets(work: Path, *, quick: bool = False) -> dict[str, list[Item]]:
-    n = 10 if quick else 40
-    jfk = JFK_PATH
+def _filler_summary(s: SetScore) -> dict[str, Any]:
     return {
-        "synthetic_tune": synthetic_set(
-            work / "tune", seed=TUNE_SEED, n_files=n, sentences=SENTENCES_TUNE, voices=VOICES_TUNE
-        ),
-        "synthetic_heldout": synthetic_set(
-            work / "heldout", seed=HELDOUT_SEED, n_files=n, sentences=SENTENCES_HELDOUT,
-            voices=VOICES_HELDOUT,
-        ),
-        "jfk_mix_dev": jfk_mix_set(
-            work / "jfk_mix_dev", jfk_path=jfk, seed=JFK_MIX_DEV_SEED, n_files=n // 2
-        ),
-        "jfk_mix": jfk_mix_set(work / "jfk_mix", jfk_path=jfk, seed=JFK_MIX_SEED, n_files=n // 2),
-        "jfk_alone": [Item(str(jfk), len(read_16k(jfk)) / SR, (), "jfk")],
+        "true_fillers": s.true_fillers, "detections": s.detections,
+        "true_positives": s.true_positives, "precision": round(s.precision, 3),
+        "recall": round(s.recall, 3), "real_words_cut": s.real_words_cut, "cuts": s.cuts,
+        "false_positive_words": s.false_positive_words,
     }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def print_table(scores: Sequence[SetScore]) -> None:
     header = (
-        f"{'set':<18} {'files':>5} {'audio s':>8} {'true':>5} {'found':>5} {'TP':>4} {'FP':>4} "
-        f"{'P':>6} {'R':>6} {'F1':>6} {'label':>6} {'cover':>6} {'asr cpu/s':>9} "
-        f"{'filler cpu/s':>12}"
+        f"{'set':<18} {'engine':<12} {'files':>5} {'audio s':>7} {'WER':>6} {'bnd med':>7} "
+        f"{'bnd p95':>7} {'ctx med':>7} {'ctx p95':>7} {'fill':>4} {'det':>4} {'P':>5} "
+        f"{'R':>5} {'cut':>4} {'x rt':>6} {'cpu/s':>6}"
     )
     print(header)
     print("-" * len(header))
     for s in scores:
-        label = f"{s.labels_correct / s.true_positives:.2f}" if s.true_positives else "-"
-        cover = f"{np.median(s.coverage):.2f}" if s.coverage else "-"
+        d = s.as_dict()
         print(
-            f"{s.name:<18} {s.files:>5} {s.audio_s:>8.1f} {s.true_fillers:>5} {s.detections:>5} "
-            f"{s.true_positives:>4} {s.detections - s.true_positives:>4} {s.precision:>6.3f} "
-            f"{s.recall:>6.3f} {s.f1:>6.3f} {label:>6} {cover:>6} {s.asr_cpu_s / s.audio_s:>9.3f} "
-            f"{s.filler_cpu_s / s.audio_s:>12.3f}"
+            f"{s.name:<18} {s.engine:<12} {s.files:>5} {s.audio_s:>7.1f} {s.wer:>6.3f} "
+            f"{_fmt(d['boundary']['median_ms'], '.0f'):>7} {_fmt(d['boundary']['p95_ms'], '.0f'):>7} "
+            f"{_fmt(d['boundary_context_correct']['median_ms'], '.0f'):>7} "
+            f"{_fmt(d['boundary_context_correct']['p95_ms'], '.0f'):>7} "
+            f"{s.true_fillers:>4} {s.detections:>4} {s.precision:>5.2f} {s.recall:>5.2f} "
+            f"{s.real_words_cut:>4} {_fmt(d['x_realtime_wall'], '.1f'):>6} "
+            f"{_fmt(d['cpu_s_per_audio_s'], '.3f'):>6}"
         )
     print()
-    print("label: share of found fillers spelled as said; cover: median share of a found")
-    print("filler's true span that its detection covers; cpu/s: CPU seconds per audio second")
-    print()
-    for s in scores:
-        if s.recall_by_context:
-            parts = ", ".join(f"{k} {v[0]}/{v[1]}" for k, v in sorted(s.recall_by_context.items()))
-            print(f"recall by context, {s.name}: {parts}")
+    print("WER: word error rate, fillers excluded; bnd: |start|/|end| error of words recognised")
+    print("right (ms; ctx: words whose neighbours are right too); fill/det: true fillers and")
+    print("detections; cut: detections overlapping a true word by > 20 ms; x rt: audio s per")
+    print("wall s; cpu/s: CPU s per audio s")
+
+
+def check_targets(scores: Sequence[SetScore]) -> list[dict[str, Any]]:
+    """The targets of the product engine, met or not."""
+    by = {(s.name, s.engine): s for s in scores}
+    out = []
+    for name in HELDOUT_FILLER_SETS:
+        s = by.get((name, "whisper"))
+        if s and s.true_fillers:
+            out.append({"target": f"{name} precision >= {TARGETS['precision_heldout']}",
+                        "value": round(s.precision, 3),
+                        "met": s.precision >= TARGETS["precision_heldout"]})
+            out.append({"target": f"{name} recall >= {TARGETS['recall_heldout']}",
+                        "value": round(s.recall, 3),
+                        "met": s.recall >= TARGETS["recall_heldout"]})
+    cut = sum(s.real_words_cut for s in scores if s.engine == "whisper")
+    out.append({"target": "real words cut = 0 on every set", "value": cut, "met": cut == 0})
+    for name in ("synthetic_tune", "synthetic_heldout", "word_timing", "held_vowel"):
+        s = by.get((name, "whisper"))
+        if s:
+            out.append({"target": f"{name} WER <= {TARGETS['wer_synthetic']}",
+                        "value": round(s.wer, 3), "met": s.wer <= TARGETS["wer_synthetic"]})
+    s = by.get(("jfk_alone", "whisper"))
+    if s:
+        out.append({"target": "jfk_alone every word right", "value": s.word_errors,
+                    "met": s.word_errors == 0})
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="10 files per set instead of 40")
+    parser.add_argument("--quick", action="store_true", help="fewer files per set")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH)
     parser.add_argument("--keep", type=Path, help="keep the generated audio in this directory")
-    parser.add_argument(
-        "--fit",
-        action="store_true",
-        help="fit the detector on the tuning sets and print its constants",
-    )
+    parser.add_argument("--sets", help="comma-separated set names (default: all)")
+    parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--constants", type=Path, help="JSON of fitted constants to use instead")
+    parser.add_argument("--fit", action="store_true",
+                        help="refit the detector on the tuning sets as the product sees them")
+    parser.add_argument("--l2", type=float, default=1.0)
+    parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument("--transcribe", choices=ENGINES, help=argparse.SUPPRESS)
+    parser.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--engine-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    if args.transcribe:  # child process
+        if args.constants:
+            apply_constants(json.loads(args.constants.read_text()))
+        _transcribe_all(args.transcribe, args.manifest, args.engine_out)
+        return 0
     if shutil.which("espeak-ng") is None:
         parser.error("espeak-ng is not installed")
     work = args.keep or Path(tempfile.mkdtemp(prefix="filler-eval-"))
-    if args.fit:
-        try:
-            print(fit(work))
-        finally:
-            if args.keep is None:
-                shutil.rmtree(work, ignore_errors=True)
-        return 0
+    work.mkdir(parents=True, exist_ok=True)
     try:
-        sets = build_sets(work, quick=args.quick)
-        scores = [score_set(name, items) for name, items in sets.items()]
+        if args.fit:
+            report = fit(work, quick=args.quick, l2=args.l2, threshold=args.threshold)
+            out = REPO / "bench" / "out" / "refit.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report, indent=1) + "\n")
+            (out.parent / "refit_constants.json").write_text(json.dumps(report["new"]) + "\n")
+            print(f"\nwrote {out} and {out.parent / 'refit_constants.json'}")
+            return 0
+        started = time.time()
+        load_before = _load()
+        only = args.sets.split(",") if args.sets else None
+        print(f"[{time.strftime('%H:%M:%S')}] building sets in {work}", flush=True)
+        sets = corpus.build_sets(work, quick=args.quick, only=only)
+        manifest = work / "manifest.json"
+        corpus.save_manifest(manifest, sets)
+        runs = {
+            engine: run_engine(engine, manifest, work, args.constants)
+            for engine in args.engines.split(",")
+        }
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
+    scores = [s for engine in runs for s in score_engine(sets, runs[engine])]
+    scores.sort(key=lambda s: (list(sets).index(s.name), s.engine != "whisper"))
     print_table(scores)
+    targets = check_targets(scores)
+    print()
+    for t in targets:
+        print(f"{'met ' if t['met'] else 'MISS'} {t['target']}: {t['value']}")
+    for s in scores:
+        for cut in s.cuts:
+            print(f"cut ({s.engine}, {s.name}): {cut}")
     result = {
-        "match_tolerance_s": MATCH_TOLERANCE_S,
-        "seeds": {
-            "synthetic_tune": TUNE_SEED,
-            "synthetic_heldout": HELDOUT_SEED,
-            "jfk_mix_dev": JFK_MIX_DEV_SEED,
-            "jfk_mix": JFK_MIX_SEED,
-        },
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "elapsed_s": round(time.time() - started, 1),
+        "load_before": load_before,
+        "load_after": _load(),
         "quick": args.quick,
-        "sets": {s.name: s.as_dict() for s in scores},
+        "constants": str(args.constants) if args.constants else "pod_audio/fillers.py",
+        "match_tolerance_s": MATCH_TOLERANCE_S,
+        "max_word_overlap_s": MAX_WORD_OVERLAP_S,
+        "seeds": {k: v for k, v in corpus.SEEDS.items() if k in sets},
+        "engines": {
+            engine: {"label": ENGINE_LABELS[engine], "warmup_s": round(runs[engine]["warmup_s"], 2),
+                     **runs[engine]["process"]}
+            for engine in runs
+        },
+        "targets": targets,
+        "sets": {f"{s.name}/{s.engine}": s.as_dict() for s in scores},
     }
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\nwrote {args.out}")
