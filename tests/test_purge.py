@@ -552,10 +552,10 @@ def test_schedule_requests_a_purge_only_when_something_is_eligible(env):
     tick = t0.replace(hour=3)
 
     def evaluate(at: datetime):
-        context = dg.build_schedule_context(
+        with dg.build_schedule_context(
             instance=env.instance, scheduled_execution_time=at, resources=resources
-        )
-        return schedule.evaluate_tick(context)
+        ) as context:  # entered: CatalogResource nests its store
+            return schedule.evaluate_tick(context)
 
     finished(store, catalog, "recent.mp3", at=tick - timedelta(hours=2))
     nothing = evaluate(tick)
@@ -578,12 +578,12 @@ def test_schedule_also_runs_to_finish_a_purge_cut_short(env):
     tick = env.t0.replace(hour=3) + DAY
 
     def evaluate():
-        context = dg.build_schedule_context(
+        with dg.build_schedule_context(
             instance=env.instance,
             scheduled_execution_time=tick,
             resources={"catalog": env.catalog_resource},
-        )
-        return schedule.evaluate_tick(context)
+        ) as context:  # entered: CatalogResource nests its store
+            return schedule.evaluate_tick(context)
 
     episode_id = _purged_only_in_the_catalog(env, "show.mp3", b"show" * 500)
     assert not env.catalog.purge_candidates(now=tick, retention=DAY)  # nothing newly eligible
@@ -601,8 +601,10 @@ def test_sensor_requests_a_purge_when_episodes_become_eligible(env):
     resources = {"catalog": env.catalog_resource}
 
     def tick(cursor: str | None):
-        context = dg.build_sensor_context(instance=env.instance, cursor=cursor, resources=resources)
-        return sensor.evaluate_tick(context)
+        with dg.build_sensor_context(
+            instance=env.instance, cursor=cursor, resources=resources
+        ) as context:  # entered: CatalogResource nests its store
+            return sensor.evaluate_tick(context)
 
     finished(store, catalog, "recent.mp3", at=now - timedelta(hours=1))
     empty = tick(None)
