@@ -25,7 +25,7 @@ import hashlib
 import re
 import unicodedata
 
-from pod_resources.catalog.repository import version_episode_id
+from pod_resources.catalog import version_episode_id
 
 UPLOADS_PREFIX = "uploads/"
 EPISODES_PREFIX = "episodes/"

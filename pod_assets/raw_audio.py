@@ -1,6 +1,7 @@
 """``raw_audio``: takes an episode's upload into the store and validates it."""
 
 
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def take_upload(store: ObjectStore, episode: Episode) -> str:
     upload = store.stat(upload_key)
     if upload is not None and upload.generation == episode.source_generation:
         existing = store.stat(raw_key)
-        if existing is not None and not _same_bytes(existing, upload):
+        if existing is not None and not _same_bytes(store, existing, upload):
             raise EpisodeInputError(
                 f"{raw_key} already holds other bytes than {upload_key} (generation "
                 f"{upload.generation}); refusing to overwrite raw media"
@@ -60,10 +61,22 @@ def take_upload(store: ObjectStore, episode: Episode) -> str:
     )
 
 
-def _same_bytes(a: ObjectInfo, b: ObjectInfo) -> bool:
-    if a.size != b.size:
-        return False
-    return a.md5_hex is None or b.md5_hex is None or a.md5_hex == b.md5_hex
+def _same_bytes(store: ObjectStore, a: ObjectInfo, b: ObjectInfo) -> bool:
+    """Whether two objects hold the same bytes (MD5; streamed where the store has none)."""
+    return a.size == b.size and _md5(store, a) == _md5(store, b)
+
+
+def _md5(store: ObjectStore, info: ObjectInfo) -> str:
+    if info.md5_hex:
+        return info.md5_hex
+    digest = hashlib.md5(usedforsecurity=False)
+    with tempfile.TemporaryDirectory(prefix="pod-md5-") as scratch:
+        local = Path(scratch) / "object"
+        store.read_to_path(info.key, local)
+        with local.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dg.asset(

@@ -37,7 +37,8 @@ from pod_assets.cleaned_audio import cleaned_audio
 from pod_assets.final_episode import final_episode
 from pod_assets.publish import publish_episodes
 from pod_assets.purge import purge
-from pod_assets.raw_audio import raw_audio
+from pod_assets.raw_audio import raw_audio, take_upload
+from pod_assets.status import EpisodeInputError
 from pod_assets.transcript import transcript
 from pod_audio.io import probe
 from pod_resources.catalog import Catalog, EpisodeStatus
@@ -248,6 +249,23 @@ def test_final_episode_alone_runs_from_cleaned_audio_after_the_purge(
             failure.step_failure_data.error.message
         )
     assert pipeline.catalog.get_episode(episode_id).status is S.PROCESSED
+
+
+def test_raw_media_is_never_overwritten_with_other_bytes(pipeline) -> None:
+    episode_id = pipeline.register("talk.wav", b"first bytes" * 100)
+    episode = pipeline.catalog.get_episode(episode_id)
+    raw_key = layout.raw_key(episode_id, "talk.wav")
+    pipeline.store.write_bytes(raw_key, b"other bytes" * 100)
+
+    with pytest.raises(EpisodeInputError, match="refusing to overwrite raw media"):
+        take_upload(pipeline.store, episode)
+
+    assert pipeline.store.read_bytes(raw_key) == b"other bytes" * 100
+    assert pipeline.store.exists(layout.upload_key("talk.wav"))
+    # The same bytes (a step retried after its copy landed) are taken as before.
+    pipeline.store.write_bytes(raw_key, b"first bytes" * 100)
+    assert take_upload(pipeline.store, episode) == raw_key
+    assert not pipeline.store.exists(layout.upload_key("talk.wav"))
 
 
 # -- catalog: the migration keeps every row; one published version per name ---------------
