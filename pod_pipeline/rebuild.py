@@ -115,7 +115,9 @@ def _raw_object(objects: Iterable[ObjectInfo], raw_key: str | None) -> ObjectInf
     return (preferred or raws or [None])[0]
 
 
-def artifacts_of(store: ObjectStore, objects: list[ObjectInfo], raw_key: str | None) -> dict[str, str]:
+def artifacts_of(
+    store: ObjectStore, objects: list[ObjectInfo], raw_key: str | None
+) -> dict[str, str]:
     """``stage -> URI`` of the episode's stored artifacts (as the pipeline records them)."""
     by_name = {_name(info): info for info in objects}
     artifacts: dict[str, str] = {}
@@ -128,15 +130,17 @@ def artifacts_of(store: ObjectStore, objects: list[ObjectInfo], raw_key: str | N
     return artifacts
 
 
-def _source_name_from_instance(instance: dg.DagsterInstance | None, episode_id: str) -> str | None:
+def _source_name_from_instance(
+    instance: dg.DagsterInstance | None, episode_id: str
+) -> str | None:
     """The upload name ``raw_audio`` recorded for the partition, when the instance has it."""
     if instance is None:
         return None
     try:
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_audio"), asset_partitions=[episode_id]),
-            limit=1,
+        records_filter = dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("raw_audio"), asset_partitions=[episode_id]
         )
+        result = instance.fetch_materializations(records_filter, limit=1)
     except Exception:
         return None
     for record in result.records:
@@ -222,7 +226,8 @@ def describe_stored_episode(
     else:
         raw_key = (document.get("episode") or {}).get("raw_key")
         artifacts = artifacts_of(store, objects, raw_key)
-        episode, notes, source = episode_from_manifest(document, artifacts=artifacts), [], "manifest"
+        episode, notes = episode_from_manifest(document, artifacts=artifacts), []
+        source = "manifest"
     episode, settled = _settled(episode, objects, now=now)
     return episode, source, [*notes, *settled]
 
@@ -259,9 +264,8 @@ def rebuild_catalog(
             episode, source, notes = describe_stored_episode(
                 store, episode_id, objects, now=now, instance=instance
             )
-            if not dry_run and not restore_episode(
-                catalog, episode, note=f"rebuilt from the store ({_note_source(episode_id, source)})"
-            ):
+            note = f"rebuilt from the store ({_note_source(episode_id, source)})"
+            if not dry_run and not restore_episode(catalog, episode, note=note):
                 present.append(episode_id)
                 continue
             if not dry_run and source == "objects":

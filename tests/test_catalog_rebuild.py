@@ -28,16 +28,19 @@ from urllib.parse import urlsplit
 import dagster as dg
 import psycopg
 import pytest
+import sqlalchemy as sa
 from psycopg import sql
 
 from pod_assets import layout
 from pod_assets.partitions import episode_partitions
 from pod_assets.publish import publish_episodes
 from pod_assets.purge import purge
+from pod_pipeline.rebuild import INTERRUPTED_ERROR, rebuild_catalog
 from pod_resources.catalog import Catalog, CatalogResource, Episode, EpisodeStatus
 from pod_resources.catalog.engine import dispose_engines
 from pod_resources.catalog.guard import EmptyCatalogError
 from pod_resources.catalog.manifest import EPISODES_PREFIX, manifest_key
+from pod_resources.catalog.models import EpisodeRow
 from pod_resources.storage import LocalObjectStore, ObjectStore
 from tests import audio_factory as af
 from tests.plugins.gcs import GCSEmulator, make_gcs_store
@@ -167,7 +170,8 @@ def _raw_keys(store: ObjectStore, episode_id: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "where", ["embedded", pytest.param("gcs_postgres", marks=[pytest.mark.gcs, pytest.mark.postgres])]
+    "where",
+    ["embedded", pytest.param("gcs_postgres", marks=[pytest.mark.gcs, pytest.mark.postgres])],
 )
 def test_lost_catalog_is_refused_then_rebuilt_from_the_store_and_purged_right(
     where: str, request: pytest.FixtureRequest, uploads: dict[str, Path]
@@ -240,7 +244,8 @@ def test_lost_catalog_is_refused_then_rebuilt_from_the_store_and_purged_right(
     assert report["failed"] == []
     for role in ("purged", "published"):
         assert _raw_keys(deployment.store, ids[role]) == [], role
-    assert _raw_keys(deployment.store, ids["bad"]) == [layout.raw_key(ids["bad"], uploads["bad"].name)]
+    bad_raw = layout.raw_key(ids["bad"], uploads["bad"].name)
+    assert _raw_keys(deployment.store, ids["bad"]) == [bad_raw]
     final = deployment.episodes()
     assert final[ids["purged"]].raw_purged_at == before[ids["purged"]].raw_purged_at
     assert final[ids["published"]].raw_purged_at == later
@@ -282,3 +287,62 @@ def test_the_resource_refuses_an_empty_catalog_only_while_the_store_holds_episod
     finally:
         dispose_engines(url)
         dispose_engines(f"sqlite:///{tmp_path / 'other.db'}")
+
+
+def test_rebuild_adds_only_what_is_missing_settles_runs_and_reads_episodes_without_manifests(
+    tmp_path: Path,
+) -> None:
+    """In process, on SQLite and a local store: one episode finished, one cut off while
+    processing (both with manifests), one stored before manifests existed (objects only)."""
+    store = LocalObjectStore(root=str(tmp_path / "store"))
+    source_url = f"sqlite:///{tmp_path / 'source.db'}"
+    rebuilt_url = f"sqlite:///{tmp_path / 'rebuilt.db'}"
+    source = CatalogResource(database_url=source_url, store=store).get_catalog()
+    for name in ("done.mp3", "cut-off.mp3"):
+        episode_id = layout.episode_id_for(name)
+        info = store.write_bytes(layout.raw_key(episode_id, name), name.encode())
+        source.register_upload(
+            object_name=name, generation=info.generation, content_hash=info.md5_hex,
+            episode_id=episode_id, title=name,
+        )
+        source.set_raw_key(episode_id, layout.raw_key(episode_id, name))
+        source.set_status(episode_id, expected=None, new=EpisodeStatus.PROCESSING, run_id="r1")
+    done, cut_off = layout.episode_id_for("done.mp3"), layout.episode_id_for("cut-off.mp3")
+    source.record_metrics(done, {"duration_s": 3.5})
+    final = store.write_bytes(layout.episode_key(done, layout.FINAL_EPISODE), b"mp3")
+    raw = layout.raw_key(done, "done.mp3")
+    source.record_artifacts(
+        done, {"raw_audio": store.uri(raw), "final_episode": store.uri(final.key)}
+    )
+    source.set_status(done, expected=EpisodeStatus.PROCESSING, new=EpisodeStatus.PROCESSED)
+    legacy = "old-episode-0123456789"
+    store.write_bytes(layout.episode_key(legacy, "raw.wav"), b"old raw")
+    store.write_bytes(layout.episode_key(legacy, layout.FINAL_EPISODE), b"old mp3")
+
+    try:
+        rebuilt = Catalog(rebuilt_url)
+        with dg.instance_for_test() as instance:
+            first = rebuild_catalog(rebuilt, store, instance=instance)
+            assert sorted(e.episode_id for e in first.added) == sorted([done, cut_off, legacy])
+            assert set(first.partitions_added) == {done, cut_off, legacy}
+            assert _comparable(rebuilt.get_episode(done)) == _comparable(source.get_episode(done))
+            interrupted = rebuilt.get_episode(cut_off)
+            assert interrupted.status is EpisodeStatus.ERROR
+            assert interrupted.last_error == INTERRUPTED_ERROR
+            old = rebuilt.get_episode(legacy)
+            assert (old.status, old.source_name) == (EpisodeStatus.PROCESSED, f"{legacy}.wav")
+            assert set(old.artifacts) == {"raw_audio", "final_episode"}
+            assert store.exists(manifest_key(legacy))  # exact from now on
+
+            # A catalog that lost one episode gets exactly that one back.
+            with rebuilt.engine.begin() as conn:
+                conn.execute(sa.delete(EpisodeRow).where(EpisodeRow.episode_id == done))
+            second = rebuild_catalog(rebuilt, store, instance=instance)
+            assert [e.episode_id for e in second.added] == [done]
+            assert sorted(second.present) == sorted([cut_off, legacy])
+            assert second.partitions_added == ()
+            assert _comparable(rebuilt.get_episode(done)) == _comparable(source.get_episode(done))
+            assert rebuild_catalog(rebuilt, store, instance=instance).added == ()
+    finally:
+        dispose_engines(source_url)
+        dispose_engines(rebuilt_url)
