@@ -641,8 +641,10 @@ ALL_SETS = (
 def build_sets(
     work: Path, *, quick: bool = False, only: Sequence[str] | None = None
 ) -> dict[str, list[Item]]:
-    """Every set (or those named in ``only``), audio written under ``work``."""
-    n = 10 if quick else 40
+    """Every set (or those named in ``only``), audio written under ``work``: 24 files per
+    synthetic set and 12 per jfk mix (10 and 5 with ``quick``), 12 word-timing files and 16
+    held-vowel files (4 and 6). The first files of a set are the same whatever the count."""
+    n = 10 if quick else 24
     builders = {
         "synthetic_tune": lambda: synthetic_set(
             work / "tune", seed=TUNE_SEED, n_files=n, sentences=SENTENCES_TUNE, voices=VOICES_TUNE
@@ -659,10 +661,10 @@ def build_sets(
         ),
         "jfk_alone": lambda: [jfk_alone_item()],
         "word_timing": lambda: word_timing_set(
-            work / "word_timing", seed=WORD_TIMING_SEED, n_files=4 if quick else 16
+            work / "word_timing", seed=WORD_TIMING_SEED, n_files=4 if quick else 12
         ),
         "held_vowel": lambda: held_vowel_set(
-            work / "held_vowel", seed=HELD_VOWEL_SEED, n_files=6 if quick else 20
+            work / "held_vowel", seed=HELD_VOWEL_SEED, n_files=6 if quick else 16
         ),
     }
     return {name: builders[name]() for name in (only or ALL_SETS)}

@@ -1,8 +1,7 @@
 """``make bench``: our audio steps against pydub and the ffmpeg binary, side by side.
 
 For each episode length (``--sizes``, minutes; default 15 and 60) on generated speech-like
-audio (44.1 kHz stereo FLAC, see :mod:`bench.workloads`), and on a few minutes of real
-speech for transcription, it measures:
+audio (44.1 kHz stereo FLAC, see :mod:`bench.workloads`) it measures:
 
 ========================  =======================================  ==============================
 measurement               ours                                     baseline
@@ -11,8 +10,15 @@ silence_vs_pydub          ``detect_silences_in_file``              pydub ``detec
 silence_vs_ffmpeg         ``detect_silences_in_file``              ``ffmpeg -af silencedetect``
 cleaned_audio_vs_flac     the ``cleaned_audio`` library path       ``ffmpeg -i in.flac out.flac``
 final_episode_vs_mp3      ``render_final`` + ``measure``           ``ffmpeg -i in.flac -b:a 128k out.mp3``
-transcription_all_cores   ``transcribe(workers=0)``                ``transcribe(workers=1)``
 ========================  =======================================  ==============================
+
+and on real speech (the JFK sample looped with pauses, :func:`bench.workloads.ensure_speech_sample`)
+of the same lengths, the ``transcript`` step alone: ``transcribe(path)`` (Whisper tiny.en with
+forced alignment and the filler search, model load included) at every size, and the
+pocketsphinx baseline (``recogniser=PocketsphinxRecogniser()``) at the smallest size only
+(``--asr-baseline-sizes``); x realtime, CPU seconds per audio second, peak RSS and its growth.
+``--pod-run-minutes 30`` adds a whole ``pod run`` (ingest excluded) of a speech episode on
+the embedded default (SQLite, local store) in a fresh ``POD_HOME``.
 
 Every run is a fresh child process (``python -m bench.steps`` or the ffmpeg binary); its
 wall time is taken around the child and its peak RSS from ``os.wait4``. Ours and the
@@ -63,7 +69,10 @@ RSS_GROWTH_LIMIT = 1.3
 PYDUB_SPEEDUP = 20.0
 SILENCEDETECT_RATIO = 2.0
 MP3_RATIO = 1.5
-ASR_RATIO = 0.6
+ASR_X_REALTIME = 15.0
+"""The transcript step (product engine) at the largest size: at least this x realtime."""
+ASR_RSS_LIMIT_MB = 600.0
+POD_RUN_X_REALTIME = 10.0
 
 _POLL_S = 0.05
 
@@ -141,13 +150,15 @@ class ChildFailed(RuntimeError):
     pass
 
 
-def run_child(argv: Sequence[str]) -> tuple[Sample, str, str]:
+def run_child(
+    argv: Sequence[str], *, env: dict[str, str] | None = None
+) -> tuple[Sample, str, str]:
     """Run ``argv`` to completion; returns the sample and the child's stdout and stderr."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         load_1m = os.getloadavg()[0]
         start = time.perf_counter()
         proc = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=REPO
+            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=REPO, env=env
         )
         sampler = _TreeRss(proc.pid)
         sampler.start()
@@ -378,28 +389,146 @@ def measure_episode(
     return measurements
 
 
-def measure_transcription(seconds: float, *, repeat: int) -> Measurement:
+@dataclass
+class SpeedRow:
+    """Runs of one step on one input, judged by x realtime (audio seconds per wall second)."""
+
+    name: str
+    size: str
+    what: str
+    audio_s: float
+    target_x: float | None
+    samples: list[Sample] = field(default_factory=list)
+    note: str = ""
+
+    def row(self) -> dict[str, Any]:
+        wall = statistics.median(s.wall_s for s in self.samples)
+        cpu = statistics.median(s.cpu_s for s in self.samples)
+        x = self.audio_s / wall
+        return {
+            "size": self.size,
+            "name": self.name,
+            "what": self.what,
+            "audio_s": round(self.audio_s, 1),
+            "runs": len(self.samples),
+            "median_wall_s": round(wall, 2),
+            "min_wall_s": round(min(s.wall_s for s in self.samples), 2),
+            "max_wall_s": round(max(s.wall_s for s in self.samples), 2),
+            "x_realtime": round(x, 2),
+            "median_cpu_s": round(cpu, 2),
+            "cpu_s_per_audio_s": round(cpu / self.audio_s, 4),
+            "peak_rss_mb": max(s.peak_rss_mb for s in self.samples),
+            "tree_rss_mb": max(s.tree_rss_mb for s in self.samples),
+            "target": None if self.target_x is None else f">= {self.target_x:g}x realtime",
+            "met": None if self.target_x is None else x >= self.target_x,
+            "load_1m": [s.load_1m for s in self.samples],
+            "load_1m_median": round(statistics.median(s.load_1m for s in self.samples), 2),
+            "info": self.samples[-1].info,
+            "note": self.note,
+        }
+
+
+def measure_transcription(
+    sizes: Sequence[float], *, repeat: int, repeat_large: int, baseline_sizes: Sequence[float],
+    rows: list[SpeedRow], write: Callable[[], None],
+) -> None:
+    """The ``transcript`` step on looped real speech: the product engine at every size, the
+    pocketsphinx baseline at ``baseline_sizes``. Appends to ``rows`` and calls ``write``
+    after every run."""
+    for minutes in sizes:
+        seconds = minutes * 60.0
+        _log(f"transcription {minutes:g} min: preparing input")
+        path = Path(_make_input("speech", "--seconds", f"{seconds:g}")["audio"])
+        _warm(path)
+        size = f"{minutes:g} min speech"
+        ours = SpeedRow(
+            "transcript_whisper", size, "transcribe(path): Whisper tiny.en + alignment + fillers",
+            seconds, ASR_X_REALTIME if minutes == max(sizes) else None,
+            note=f"{_cores()} cores; model load included",
+        )
+        rows.append(ours)
+        baseline = None
+        if minutes in baseline_sizes:
+            baseline = SpeedRow(
+                "transcript_pocketsphinx", size,
+                "transcribe(path, recogniser=PocketsphinxRecogniser())", seconds, None,
+                note="baseline, one run: single-threaded and slow",
+            )
+        runs = repeat_large if minutes >= 60 else repeat
+        for rep in range(runs):
+            _log(f"transcription {size}: whisper run {rep + 1}/{runs} (load {_load()})")
+            ours.samples.append(run_step("transcribe", input=path, engine="whisper"))
+            _log(f"  {ours.samples[-1].wall_s:.1f} s wall, {ours.samples[-1].cpu_s:.1f} s CPU, "
+                 f"{ours.samples[-1].peak_rss_mb:.0f} MB")
+            write()
+            if baseline is not None and rep == 0:
+                _log(f"transcription {size}: pocketsphinx baseline (load {_load()})")
+                baseline.samples.append(run_step("transcribe", input=path, engine="pocketsphinx"))
+                _log(f"  {baseline.samples[-1].wall_s:.1f} s wall, "
+                     f"{baseline.samples[-1].cpu_s:.1f} s CPU, "
+                     f"{baseline.samples[-1].peak_rss_mb:.0f} MB")
+                rows.append(baseline)
+                write()
+
+
+def measure_pod_run(minutes: float, *, repeat: int, rows: list[SpeedRow], write: Callable[[], None]) -> None:
+    """A whole ``pod run`` of one episode (looped real speech) on the embedded default, in a
+    fresh ``POD_HOME`` each time; the ingest is not timed."""
+    seconds = minutes * 60.0
     path = Path(_make_input("speech", "--seconds", f"{seconds:g}")["audio"])
     _warm(path)
-    m = Measurement(
-        "transcription_all_cores_vs_one", f"{seconds / 60:g} min speech",
-        f"transcribe(workers=0) on {_cores()} cores", "transcribe(workers=1)",
-        f"<= {ASR_RATIO:g}", ASR_RATIO,
-        note=(
-            f"jfk.flac looped with pauses to {seconds:g} s: recognition with filler detection "
-            "costs about 0.3-0.45 s of CPU per audio second, so one 60 min run would take "
-            "about half an hour, and the comparison needs six"
-        ),
+    pod = Path(sys.executable).with_name("pod")
+    m = SpeedRow(
+        "pod_run", f"{minutes:g} min episode", "pod run (all steps, embedded default)",
+        seconds, POD_RUN_X_REALTIME,
+        note="fresh POD_HOME (SQLite + local store) per run; pod ingest not timed",
     )
+    rows.append(m)
     for rep in range(repeat):
-        _log(f"transcription: repetition {rep + 1}/{repeat}")
-        _pair(
-            m, rep,
-            lambda: run_step("transcribe", input=path, workers=0),
-            lambda: run_step("transcribe", input=path, workers=1),
-        )
-        _log(_last(m))
-    return m
+        with tempfile.TemporaryDirectory(prefix="bench-pod-home-") as home:
+            env = {
+                k: v for k, v in os.environ.items()
+                if not (k.startswith("POD_") or k == "DAGSTER_HOME")
+            }
+            env["POD_HOME"] = home
+            source = Path(home) / f"bench-episode-{minutes:g}min.flac"
+            os.link(path, source) if _same_fs(path, Path(home)) else source.write_bytes(path.read_bytes())
+            run_child([str(pod), "ingest", str(source)], env=env)
+            _log(f"pod run {minutes:g} min: run {rep + 1}/{repeat} (load {_load()})")
+            sample, stdout, _ = run_child([str(pod), "run"], env=env)
+            status = subprocess.run(
+                [str(pod), "status", "--json"], env=env, cwd=REPO, capture_output=True,
+                text=True, check=False,
+            )
+            sample.info = _pod_status(status.stdout)
+            if sample.info.get("status") != "processed":
+                raise ChildFailed(f"pod run did not process the episode: {stdout[-2000:]}")
+            m.samples.append(sample)
+            _log(f"  {sample.wall_s:.1f} s wall, {sample.cpu_s:.1f} s CPU, "
+                 f"peak {sample.peak_rss_mb:.0f} MB, tree {sample.tree_rss_mb:.0f} MB")
+            write()
+
+
+def _same_fs(a: Path, b: Path) -> bool:
+    return a.stat().st_dev == b.stat().st_dev
+
+
+def _pod_status(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return {"status": None}
+    episodes = data if isinstance(data, list) else data.get("episodes", [])
+    if not episodes:
+        return {"status": None}
+    ep = episodes[0]
+    metrics = ep.get("metrics") or {}
+    return {
+        "status": ep.get("status"),
+        "error": ep.get("error"),
+        **{k: metrics.get(k) for k in ("duration_s", "cleaned_duration_s", "final_duration_s",
+                                      "fillers_removed", "loudness_lufs")},
+    }
 
 
 # --------------------------------------------------------------------------- memory rows
@@ -409,32 +538,32 @@ _MEMORY_STEPS = {
     "silence_vs_ffmpeg": "silence detection",
     "cleaned_audio_vs_ffmpeg_flac": "cleaned_audio",
     "final_episode_vs_ffmpeg_mp3": "final_episode",
-    "transcription_all_cores_vs_one": "transcription (all cores)",
+    "transcript_whisper": "transcript (Whisper + alignment)",
 }
 
 
-def memory_rows(rows: Sequence[dict[str, Any]], sizes: Sequence[float]) -> list[dict[str, Any]]:
-    """Peak RSS per step at the largest size (<= 300 MB) and its growth from the smallest."""
+def memory_rows(
+    rows: Sequence[dict[str, Any]], sizes: Sequence[float], asr_sizes: Sequence[float] = ()
+) -> list[dict[str, Any]]:
+    """Peak RSS per step at the largest size (<= 300 MB; transcript <= 600 MB) and its growth
+    from the smallest."""
     out = []
-    small, large = f"{min(sizes):g} min", f"{max(sizes):g} min"
     for name, label in _MEMORY_STEPS.items():
         by_size = {r["size"]: r for r in rows if r["name"] == name}
         if not by_size:
             continue
-        if name.startswith("transcription"):
-            (r,) = by_size.values()
-            out.append({
-                "step": label, "size": r["size"], "peak_rss_mb": r["peak_rss_mb"],
-                "tree_rss_mb": r["tree_rss_mb"], "target": f"<= {RSS_LIMIT_MB:g} MB",
-                "met": r["peak_rss_mb"] <= RSS_LIMIT_MB,
-            })
-            continue
+        limit = RSS_LIMIT_MB
+        small, large = f"{min(sizes or [0]):g} min", f"{max(sizes or [0]):g} min"
+        if name.startswith("transcript"):
+            limit = ASR_RSS_LIMIT_MB
+            small = f"{min(asr_sizes or [0]):g} min speech"
+            large = f"{max(asr_sizes or [0]):g} min speech"
         if large in by_size:
             r = by_size[large]
             out.append({
                 "step": label, "size": large, "peak_rss_mb": r["peak_rss_mb"],
-                "tree_rss_mb": r["tree_rss_mb"], "target": f"<= {RSS_LIMIT_MB:g} MB",
-                "met": r["peak_rss_mb"] <= RSS_LIMIT_MB,
+                "tree_rss_mb": r["tree_rss_mb"], "target": f"<= {limit:g} MB",
+                "met": r["peak_rss_mb"] <= limit,
             })
         if small in by_size and large in by_size and small != large:
             growth = by_size[large]["peak_rss_mb"] / by_size[small]["peak_rss_mb"]
@@ -533,12 +662,35 @@ def render_markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|---:|---:|---:|---|:-:|---:|---:|---:|---:|",
     ]
     for r in results["rows"]:
+        carried = " (carried over)" if r.get("carried_over_from") else ""
         lines.append(
-            f"| {r['size']} | {r['name']} | {r['ours']} | {r['baseline']} | "
+            f"| {r['size']} | {r['name']}{carried} | {r['ours']} | {r['baseline']} | "
             f"{r['ours_median_s']:.2f} | {r['baseline_median_s']:.2f} | {_fmt_ratio(r)} | "
             f"{r['target'] or '—'} | {_mark(r['met'])} | {r['cpu_ratio']:.2f} | "
             f"{r['peak_rss_mb']:.0f} | {r['baseline_peak_rss_mb']:.0f} | {r['load_1m_median']:.1f} |"
         )
+    if results.get("speed_rows"):
+        lines += [
+            "",
+            "## Transcription and the whole run",
+            "",
+            "Each run a fresh process (`python -m bench.steps transcribe`, or `pod run` in a fresh "
+            "`POD_HOME`); x realtime = audio seconds / median wall seconds of the whole process "
+            "(start-up and model load included); CPU s per audio s = median user + system CPU "
+            "of the process and its children / audio seconds; load = 1-minute load average at "
+            "the start of each run.",
+            "",
+            "| size | measurement | runs | median wall s (min-max) | x realtime | CPU s per audio s | peak RSS MB | tree RSS MB | target | met | load |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|:-:|---|",
+        ]
+        for r in results["speed_rows"]:
+            loads = ", ".join(f"{x:.1f}" for x in r["load_1m"])
+            lines.append(
+                f"| {r['size']} | {r['name']}: {r['what']} | {r['runs']} | "
+                f"{r['median_wall_s']:.1f} ({r['min_wall_s']:.1f}-{r['max_wall_s']:.1f}) | "
+                f"{r['x_realtime']:.1f}x | {r['cpu_s_per_audio_s']:.3f} | {r['peak_rss_mb']:.0f} | "
+                f"{r['tree_rss_mb']:.0f} | {r['target'] or '—'} | {_mark(r['met'])} | {loads} |"
+            )
     lines += [
         "",
         "## Peak memory",
@@ -553,8 +705,9 @@ def render_markdown(results: dict[str, Any]) -> str:
     for r in results["memory"]:
         growth = f"{r['growth']:.2f}x" if "growth" in r else ""
         tree = f"{r['tree_rss_mb']:.0f}" if "tree_rss_mb" in r else ""
+        carried = " (carried over)" if r.get("carried_over_from") else ""
         lines.append(
-            f"| {r['step']} | {r['size']} | {r['peak_rss_mb']:.0f} | {tree} | {growth} | "
+            f"| {r['step']}{carried} | {r['size']} | {r['peak_rss_mb']:.0f} | {tree} | {growth} | "
             f"{r['target']} | {_mark(r['met'])} |"
         )
     notes = sorted({f"{r['name']}: {r['note']}" for r in results["rows"] if r.get("note")})
@@ -562,7 +715,10 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += ["", "Notes:", ""]
         lines += [f"- {n}" for n in notes]
         lines += [f"- {n}" for n in results.get("notes", [])]
-    met = [r for r in [*results["rows"], *results["memory"]] if r["met"] is not None]
+    met = [
+        r for r in [*results["rows"], *results.get("speed_rows", []), *results["memory"]]
+        if r["met"] is not None
+    ]
     lines += [
         "",
         f"Targets met: {sum(1 for r in met if r['met'])} of {len(met)}. "
@@ -584,11 +740,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--repeat-large", type=int, default=None,
         help="runs per side for sizes of 60 min and more (default: --repeat)",
     )
-    parser.add_argument("--quick", action="store_true", help="2 and 5 min, 45 s of speech")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 and 5 min episodes, 1 and 2 min of speech, 1 min pod run")
     parser.add_argument("--no-pydub", action="store_true", help="skip pydub entirely")
     parser.add_argument("--no-pydub-60", action="store_true", help="skip pydub for 60 min and longer")
-    parser.add_argument("--asr-seconds", type=float, default=None, help="speech for transcription (default 180)")
+    parser.add_argument("--no-episodes", action="store_true",
+                        help="skip the silence, cleaning and mastering rows (keep those of the "
+                             "previous results.json, marked as carried over)")
+    parser.add_argument("--asr-sizes", default=None,
+                        help="minutes of speech for the transcript step (default 15,60)")
+    parser.add_argument("--asr-baseline-sizes", default=None,
+                        help="sizes at which the pocketsphinx baseline runs once (default: the smallest)")
     parser.add_argument("--no-asr", action="store_true", help="skip transcription")
+    parser.add_argument("--pod-run-minutes", type=float, default=None,
+                        help="length of the episode for the whole pod run (default 30; 0: skip)")
+    parser.add_argument("--pod-run-repeat", type=int, default=1)
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument(
         "--render", type=Path, metavar="RESULTS_JSON",
@@ -601,10 +767,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     sizes = [float(s) for s in (args.sizes or ("2,5" if args.quick else "15,60")).split(",")]
-    asr_seconds = args.asr_seconds or (45.0 if args.quick else 180.0)
+    asr_sizes = [] if args.no_asr else [
+        float(s) for s in (args.asr_sizes or ("1,2" if args.quick else "15,60")).split(",")
+    ]
+    baseline_sizes = (
+        [float(s) for s in args.asr_baseline_sizes.split(",")] if args.asr_baseline_sizes
+        else asr_sizes[:1] and [min(asr_sizes)]
+    )
+    pod_minutes = args.pod_run_minutes if args.pod_run_minutes is not None else (
+        1.0 if args.quick else 30.0
+    )
     results_dir = args.results_dir or (OUT_DIR / "quick" if args.quick else REPO / "bench")
     results_dir.mkdir(parents=True, exist_ok=True)
     work_dir = (results_dir if args.quick else OUT_DIR) / "runs"
+    previous_path = results_dir / "results.json"
+    previous = json.loads(previous_path.read_text()) if previous_path.exists() else None
 
     started = time.perf_counter()
     results: dict[str, Any] = {
@@ -613,18 +790,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_before": _load(),
         "repeat": args.repeat,
         "repeat_large": args.repeat_large or args.repeat,
-        "sizes_min": sizes,
-        "asr_seconds": asr_seconds,
+        "sizes_min": [] if args.no_episodes else sizes,
+        "asr_sizes_min": asr_sizes,
+        "asr_baseline_sizes_min": baseline_sizes,
+        "pod_run_minutes": pod_minutes,
         "notes": [],
         "rows": [],
+        "speed_rows": [],
         "memory": [],
         "samples": [],
     }
     measurements: list[Measurement] = []
+    speed_rows: list[SpeedRow] = []
+    carried: list[dict[str, Any]] = []
+    carried_memory: list[dict[str, Any]] = []
+    if args.no_episodes and previous:
+        stamp = previous.get("timestamp")
+        episode_names = {"silence_vs_pydub", "silence_vs_ffmpeg", "cleaned_audio_vs_ffmpeg_flac",
+                         "final_episode_vs_ffmpeg_mp3"}
+        carried = [
+            {**r, "carried_over_from": r.get("carried_over_from", stamp)}
+            for r in previous.get("rows", []) if r["name"] in episode_names
+        ]
+        carried_memory = [
+            {**r, "carried_over_from": r.get("carried_over_from", stamp)}
+            for r in previous.get("memory", [])
+            if not str(r["step"]).startswith("transcri")
+        ]
+        if carried:
+            results["notes"].append(
+                f"silence, cleaned_audio and final_episode rows carried over from the run of "
+                f"{carried[0]['carried_over_from']} (not measured again in this run)"
+            )
+        results["carried_samples"] = [
+            x for x in previous.get("samples", []) if x["name"] in episode_names
+        ] or previous.get("carried_samples", [])
 
     def write() -> None:
-        results["rows"] = [m.row() for m in measurements]
-        results["memory"] = memory_rows(results["rows"], sizes)
+        results["rows"] = carried + [m.row() for m in measurements]
+        results["speed_rows"] = [m.row() for m in speed_rows if m.samples]
+        results["memory"] = (
+            carried_memory
+            + memory_rows([m.row() for m in measurements], sizes)
+            + memory_rows(results["speed_rows"], [], asr_sizes)
+        )
         results["samples"] = [
             {
                 "size": m.size,
@@ -633,6 +842,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "baseline": [asdict(s) for s in m.baseline_samples],
             }
             for m in measurements
+        ] + [
+            {"size": m.size, "name": m.name, "runs": [asdict(s) for s in m.samples]}
+            for m in speed_rows
         ]
         results["load_after"] = _load()
         results["elapsed_s"] = round(time.perf_counter() - started, 1)
@@ -646,15 +858,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["notes"].append(
             f"{args.repeat_large} runs per side for sizes of 60 min and more, {args.repeat} below"
         )
-    for minutes in sizes:
-        repeat = args.repeat_large if (args.repeat_large and minutes >= 60) else args.repeat
-        pydub = not args.no_pydub and not (args.no_pydub_60 and minutes >= 60)
-        if not pydub:
-            results["notes"].append(f"pydub skipped for {minutes:g} min")
-        measurements += measure_episode(minutes, repeat=repeat, pydub=pydub, work_dir=work_dir)
-        write()
-    if not args.no_asr:
-        measurements.append(measure_transcription(asr_seconds, repeat=args.repeat))
+    if not args.no_episodes:
+        for minutes in sizes:
+            repeat = args.repeat_large if (args.repeat_large and minutes >= 60) else args.repeat
+            pydub = not args.no_pydub and not (args.no_pydub_60 and minutes >= 60)
+            if not pydub:
+                results["notes"].append(f"pydub skipped for {minutes:g} min")
+            measurements += measure_episode(minutes, repeat=repeat, pydub=pydub, work_dir=work_dir)
+            write()
+    if asr_sizes:
+        measure_transcription(
+            asr_sizes, repeat=args.repeat, repeat_large=args.repeat_large or args.repeat,
+            baseline_sizes=baseline_sizes, rows=speed_rows, write=write,
+        )
+    if pod_minutes > 0:
+        measure_pod_run(pod_minutes, repeat=args.pod_run_repeat, rows=speed_rows, write=write)
     write()
     _log(f"wrote {results_dir / 'results.json'} and {results_dir / 'results.md'}")
     print(render_markdown(results))
