@@ -19,6 +19,9 @@ Invariants of one ``pod run``, in order:
 4. one upload-sensor tick; each run it requests is launched only by the ``pod run`` (or the
    daemon's run) that claims its run key in the catalog first; the others skip it quietly.
 
+A caller that passes its own ``instance`` (tests, embedding) gets the same steps, with the runs
+executed in the caller's process, unsupervised (no signal handling, no child).
+
 A stop (SIGINT, SIGTERM, Ctrl-C) ends the current run with its episode ``error`` ("stopped by
 SIGTERM during transcript; run `pod run` to resume"), launches nothing more, and exits with
 128 + the signal number.
@@ -26,6 +29,7 @@ SIGTERM during transcript; run `pod run` to resume"), launches nothing more, and
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
@@ -332,6 +336,9 @@ class Launcher:
     catalog: Catalog
     stopper: worker.Stopper
     log_level: str
+    supervised: bool = True
+    """Each run in a supervised child (``pod run``); else in this process (a caller that
+    brings its own instance: tests, embedding)."""
     owner: str = field(
         default_factory=lambda: f"pod-run:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
@@ -342,6 +349,10 @@ class Launcher:
         """One run in a child; ``None`` when no run was created (stopped before it began)."""
         attempt = uuid.uuid4().hex
         all_tags = {**tags, ATTEMPT_TAG: attempt}
+        if not self.supervised:
+            return run_episode(
+                self.instance, episode_id, steps=steps, tags=all_tags, log_level=self.log_level
+            )
 
         def body() -> int:
             with dg.DagsterInstance.get() as instance:
@@ -460,6 +471,11 @@ def _claim_run_key(launcher: Launcher, run_key: str) -> bool:
     return launcher.catalog.claim(key, owner=launcher.owner, replace=holder) == launcher.owner
 
 
+def _stopper(supervised: bool) -> contextlib.AbstractContextManager[worker.Stopper]:
+    """The signal handling of ``pod run``; none when runs execute in the caller's process."""
+    return worker.Stopper().installed() if supervised else contextlib.nullcontext(worker.Stopper())
+
+
 def run_once(
     settings: Settings | None = None,
     *,
@@ -470,11 +486,12 @@ def run_once(
     module docstring). Settings come from the environment; ``settings``, if given, must be
     those."""
     defs = build_definitions(_environment_settings(settings))
+    supervised = instance is None
     instance = instance or open_instance()
     catalog = defs.resources["catalog"].get_catalog()
     outcome = RunOutcome()
-    with worker.Stopper().installed() as stopper:
-        launcher = Launcher(instance, catalog, stopper, log_level)
+    with _stopper(supervised) as stopper:
+        launcher = Launcher(instance, catalog, stopper, log_level, supervised=supervised)
         _recover(launcher, outcome)
         if not stopper.requested:
             _tick(launcher, defs, outcome)
@@ -524,13 +541,14 @@ def rerun_episodes(
 
     Dead runs are reaped first (and left for the next plain ``pod run`` to resume)."""
     defs = build_definitions(_environment_settings(settings))
+    supervised = instance is None
     instance = instance or open_instance()
     catalog = defs.resources["catalog"].get_catalog()
     _validate_steps(steps)
     known = set(instance.get_dynamic_partitions(episode_partitions.name))
     outcome = RunOutcome()
-    with worker.Stopper().installed() as stopper:
-        launcher = Launcher(instance, catalog, stopper, log_level)
+    with _stopper(supervised) as stopper:
+        launcher = Launcher(instance, catalog, stopper, log_level, supervised=supervised)
         outcome.messages.extend(worker.clean_stale_scratch())
         outcome.messages.extend(reap_dead_runs(instance, catalog))
         for episode_id in episode_ids:

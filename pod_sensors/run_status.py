@@ -1,6 +1,13 @@
 """Run-status sensors: an episode whose run died without its steps saying so becomes
 ``error`` (a killed run worker, a cancelled run), so its status is never stuck at
-``processing``."""
+``processing``.
+
+Only while the dead run still owns the episode (:func:`pod_assets.status.mark_run_failed`
+compares the owning run): a newer run's status is never overwritten. A run terminated from
+the UI usually says so itself, from the step it stopped (``episode_step`` turns the interrupt
+into a failure that is not retried); these sensors then find the episode no longer
+``processing`` and leave it alone.
+"""
 
 
 import dagster as dg

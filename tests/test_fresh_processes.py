@@ -8,8 +8,8 @@ on the GCS emulator and Postgres (and the embedded default where it matters):
 * the whole pipeline with the multiprocess executor under an ORM guard that fails any lazy
   load, refresh or detached access (seed incident 3: ``DetachedInstanceError``);
 * the run worker killed with SIGKILL in the middle of ``cleaned_audio``: no half-written
-  object is visible, and running the partition again gives the same outputs and a
-  consistent status.
+  object is visible, and the next plain ``pod run`` resumes the partition by itself, with
+  the same outputs and a consistent status.
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ def long_speech(tmp_path_factory: pytest.TempPathFactory, jfk_path: Path) -> Pat
 
 
 def _rendering_started(scratch: Path) -> bool:
-    return any(p.stat().st_size > 0 for p in scratch.glob(f"pod-clean-*/{layout.CLEANED_AUDIO}"))
+    return any(p.stat().st_size > 0 for p in scratch.glob(f"pod-run-*/pod-clean-*/{layout.CLEANED_AUDIO}"))
 
 
 @pytest.mark.parametrize("where", ["embedded", "gcs_postgres"])
@@ -291,7 +291,7 @@ def test_worker_killed_mid_cleaning_then_rerun_gives_same_outputs(
     finally:
         worker.wait(30)
     assert worker.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not list(scratch.glob("pod-master-*")), "killed after cleaned_audio, not in it"
+    assert not list(scratch.glob("pod-run-*/pod-master-*")), "killed after cleaned_audio, not in it"
 
     # Nothing half-written is visible: every output is the complete one of the first run.
     killed = deployment.catalog.get_episode(episode_id)
@@ -299,20 +299,18 @@ def test_worker_killed_mid_cleaning_then_rerun_gives_same_outputs(
     assert deployment.outputs(episode_id) == reference
     final = layout.episode_key(episode_id, layout.FINAL_EPISODE)
     names = {info.key.rsplit("/", 1)[-1] for info in deployment.store.list(layout.episode_prefix(episode_id))}
-    assert names == {"raw.flac", *OUTPUTS, layout.FINAL_EPISODE}, names
+    assert names - {"episode.json"} == {"raw.flac", *OUTPUTS, layout.FINAL_EPISODE}, names  # + the manifest
 
-    # With no daemon, the next `pod run` finds the dead run and says so on the episode.
+    # With no daemon, the next plain `pod run` finds the dead run, says so, and resumes it:
+    # the same steps for the partition, which finish the episode with the same bytes.
     tick = deployment.pod("run", scratch=tmp_path / "scratch-tick")
-    assert "its process is gone" in tick.stdout, tick.stdout
-    reaped = deployment.catalog.get_episode(episode_id)
-    assert reaped.status == EpisodeStatus.ERROR
-    assert f"run {killed.processing_run_id} died" in reaped.last_error
+    assert "its process" in tick.stdout and "is gone" in tick.stdout, tick.stdout
+    assert f"resuming run {killed.processing_run_id[:8]}" in tick.stdout, tick.stdout
     with dg.DagsterInstance.from_config(deployment.env["DAGSTER_HOME"]) as instance:
         run = instance.get_run_by_id(killed.processing_run_id)
         assert run.status == dg.DagsterRunStatus.FAILURE
-
-    # The partition again: it finishes the episode and gives the same bytes.
-    deployment.pod("run", "--episode", episode_id, *steps, scratch=tmp_path / "scratch-rerun")
+    reaped = [c for c in deployment.catalog.history(episode_id) if c.to_status == EpisodeStatus.ERROR]
+    assert f"run {killed.processing_run_id} died" in reaped[-1].message
     done = deployment.catalog.get_episode(episode_id)
     assert done.status == EpisodeStatus.PROCESSED, done.last_error
     assert done.last_error is None
@@ -324,6 +322,6 @@ def test_worker_killed_mid_cleaning_then_rerun_gives_same_outputs(
     assert history[-4:] == [
         (EpisodeStatus.PROCESSED, EpisodeStatus.PROCESSING),  # the killed run
         (EpisodeStatus.PROCESSING, EpisodeStatus.ERROR),  # found dead
-        (EpisodeStatus.ERROR, EpisodeStatus.PROCESSING),  # the rerun
+        (EpisodeStatus.ERROR, EpisodeStatus.PROCESSING),  # the automatic resume
         (EpisodeStatus.PROCESSING, EpisodeStatus.PROCESSED),
     ]
