@@ -150,7 +150,25 @@ def align_words(pcm: np.ndarray, words: Sequence[Word]) -> AlignedChunk:
         return AlignedChunk((), ())
     pcm = np.ascontiguousarray(pcm, dtype=np.int16).reshape(-1)
     tokens = [dictionary_tokens(w.text) for w in words]
-    return tighten_to_sound(pcm, _align_range(pcm, list(words), tokens, offset=0, depth=0))
+    chunk = _align_range(pcm, list(words), tokens, offset=0, depth=0)
+    return _fit_unaligned(tighten_to_sound(pcm, chunk))
+
+
+def _fit_unaligned(chunk: AlignedChunk) -> AlignedChunk:
+    """Keep each unaligned word (on the recogniser's time) between its aligned neighbours."""
+    if chunk.fully_aligned:
+        return chunk
+    words = list(chunk.words)
+    for i, ok in enumerate(chunk.aligned):
+        if ok:
+            continue
+        previous_end = words[i - 1].end_s if i else 0.0
+        next_start = next(
+            (w.start_s for w, a in zip(words[i + 1 :], chunk.aligned[i + 1 :]) if a), words[i].end_s
+        )
+        start = max(words[i].start_s, previous_end)
+        words[i] = replace(words[i], start_s=start, end_s=max(start, min(words[i].end_s, next_start)))
+    return AlignedChunk(tuple(words), chunk.aligned)
 
 
 def tighten_to_sound(pcm: np.ndarray, chunk: AlignedChunk) -> AlignedChunk:
@@ -282,12 +300,13 @@ def _strip_variant(text: str) -> str:
 
 
 def _decoder():  # noqa: ANN202 - pocketsphinx.Decoder
-    """A fresh decoder with the acoustic model and dictionary, no language model."""
+    """A fresh decoder with the acoustic model and dictionary, no language model (and quiet:
+    a search that cannot pass every word is expected and handled, not an error to print)."""
     try:
         from pocketsphinx import Decoder
     except ImportError as exc:  # pragma: no cover - dependency missing
         raise TranscriptionError("pocketsphinx is not installed") from exc
     try:
-        return Decoder(loglevel="ERROR", lm=None)
+        return Decoder(loglevel="FATAL", lm=None)
     except (RuntimeError, ValueError) as exc:
         raise TranscriptionError(f"pocketsphinx cannot start: {exc}") from exc

@@ -23,12 +23,13 @@ detection of one chunk run on a helper thread while the recogniser works on the 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.metadata
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from pod_audio import fillers
-from pod_audio.align import align_words, aligner_version
+from pod_audio.align import align_words, aligner_version, dictionary_tokens
 from pod_audio.errors import TranscriptionError
 from pod_audio.io import iter_blocks
 from pod_audio.transcript import Transcript, Word
@@ -218,10 +219,83 @@ def finish_chunk(
         words, aligned = list(result.words), list(result.aligned)
     words = [fillers.flag_spelled_filler(w) for w in words]
     if detect_fillers:
-        words = fillers.merge_fillers(
-            words, fillers.fillers_between_words(pcm, words, aligned=aligned)
-        )
+        found = fillers.fillers_between_words(pcm, words, aligned=aligned)
+        found = [
+            f for f in found
+            if _fits_local_alignment(pcm, f, words)
+            and not _missed_word_at(pcm, f, words, recogniser)
+        ]
+        words = fillers.merge_fillers(words, found)
     return words
+
+
+_LOCAL_WORDS = 3
+"""Words on each side of a filler candidate that are aligned again around it."""
+
+
+def _fits_local_alignment(pcm: np.ndarray, filler: Word, words: Sequence[Word]) -> bool:
+    """Whether ``filler`` still lies between the words when only the few words around it
+    are force-aligned again, on their own stretch of audio.
+
+    Aligning a whole chunk can drift where the recogniser left something out (a filler
+    it did not write, a word it dropped): a word is then squeezed and the rest of its
+    sound left in a "gap". Re-aligned locally, the words settle on their own sound; a
+    candidate that now overlaps one of them by more than 40 % of its length was that word.
+    """
+    lexical = [w for w in words if not w.is_filler]
+    before = [w for w in lexical if w.end_s <= filler.start_s + 1e-6][-_LOCAL_WORDS:]
+    after = [w for w in lexical if w.start_s >= filler.end_s - 1e-6][:_LOCAL_WORDS]
+    lo_s = before[0].start_s - 0.3 if before else 0.0
+    hi_s = after[-1].end_s + 0.3 if after else len(pcm) / SAMPLE_RATE
+    lo_s, hi_s = max(0.0, lo_s), min(len(pcm) / SAMPLE_RATE, hi_s)
+    lo = int(lo_s * SAMPLE_RATE)
+    local = align_words(
+        pcm[lo : int(hi_s * SAMPLE_RATE)], [w.shifted(-lo_s) for w in [*before, *after]]
+    )
+    if not local.fully_aligned:
+        return False
+    start, end = filler.start_s - lo_s, filler.end_s - lo_s
+    covered = sum(max(0.0, min(end, w.end_s) - max(start, w.start_s)) for w in local.words)
+    return covered <= 0.4 * (end - start)
+
+
+_RECHECK_CONTEXT_S = 1.5
+"""Audio on each side of a filler candidate that is recognised again with it."""
+
+
+def _missed_word_at(
+    pcm: np.ndarray, filler: Word, words: Sequence[Word], recogniser: Recogniser
+) -> bool:
+    """Whether the recogniser, asked again about the stretch around ``filler``, hears a word
+    in its place that the chunk's transcript lacks.
+
+    A recogniser sometimes drops a word (a drawn-out "too" at the end of a sentence, say);
+    the gap it leaves then holds a steady vowel that looks like a filler. Re-recognising
+    the filler with 1.5 s of context on each side and finding a lexical word between the
+    transcript's words before and after it means the candidate is that word: it is kept.
+    """
+    lo_s = max(0.0, filler.start_s - _RECHECK_CONTEXT_S)
+    hi_s = min(len(pcm) / SAMPLE_RATE, filler.end_s + _RECHECK_CONTEXT_S)
+    clip = pcm[int(lo_s * SAMPLE_RATE) : int(hi_s * SAMPLE_RATE)]
+    heard = [
+        t for w in recogniser.recognise(clip.astype(np.float32) / 32768.0)
+        if fillers.canonical_filler(w.text.strip(".,!?;:")) is None
+        for t in dictionary_tokens(w.text)
+    ]
+    lexical = [w for w in words if not w.is_filler and w.end_s > lo_s and w.start_s < hi_s]
+    before = [t for w in lexical if w.end_s <= filler.start_s for t in dictionary_tokens(w.text)]
+    after = [t for w in lexical if w.start_s >= filler.end_s for t in dictionary_tokens(w.text)]
+    # Heard tokens that fall between "before" and "after": inserted right at the boundary,
+    # or more tokens than were replaced in an edit that touches it. (Edits away from the
+    # boundary come from words cut at the clip's edges.)
+    boundary = len(before)
+    matcher = difflib.SequenceMatcher(a=[*before, *after], b=heard, autojunk=False)
+    for tag, a0, a1, b0, b1 in matcher.get_opcodes():
+        if tag == "insert" and a0 == boundary:
+            return True
+        if tag == "replace" and a0 <= boundary <= a1 and (b1 - b0) > (a1 - a0):
+            return True
+    return False
 
 
 # --------------------------------------------------------------------------- chunks

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -13,39 +10,28 @@ from scipy.signal import lfilter
 
 from pod_audio import fillers
 from pod_audio.asr import transcribe
-from pod_audio.fillers import apply_fillers, canonical_filler, detect_fillers
+from pod_audio.fillers import (
+    apply_fillers,
+    canonical_filler,
+    detect_fillers,
+    filler_overlaps,
+    fillers_between_words,
+    flag_spelled_filler,
+    merge_fillers,
+)
 from pod_audio.io import iter_blocks
 from pod_audio.transcript import FILLER_WORDS, Word
+from tests.speech_factory import SR, espeak, has_espeak, render_script, write_wav
 
-SR = 16000
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng missing")
+needs_espeak = pytest.mark.skipif(not has_espeak(), reason="espeak-ng missing")
+MAX_OVERLAP_S = 0.02
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _write_wav(path: Path, samples: np.ndarray) -> Path:
-    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SR)
-        out.writeframes(pcm.tobytes())
-    return path
-
-
 def _espeak(text: str, *, voice: str, speed_wpm: int, tmp: Path) -> np.ndarray:
-    out = tmp / "piece.wav"
-    subprocess.run(
-        ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-p", "50", "-w", str(out), text],
-        check=True,
-        capture_output=True,
-    )
-    samples = np.concatenate([b[:, 0] for b in iter_blocks(out, sample_rate=SR, channels=1)])
-    n = len(samples) // 160
-    level = 10 * np.log10(np.mean(samples[: n * 160].reshape(n, 160) ** 2, axis=1) + 1e-12)
-    loud = np.flatnonzero(level > -45)
-    return samples[loud[0] * 160 : (loud[-1] + 1) * 160]
+    return espeak(text, voice=voice, speed_wpm=speed_wpm)
 
 
 # Text, then fillers with pauses around them (s) or none: the fillers' spans are known
@@ -80,7 +66,7 @@ def _speech_with_fillers(tmp: Path, voice: str) -> tuple[Path, list[tuple[float,
     pieces.append(np.zeros(int(0.3 * SR), dtype=np.float32))
     audio = np.concatenate(pieces)
     audio += np.random.default_rng(0).normal(0, 3e-4, len(audio)).astype(np.float32)
-    return _write_wav(tmp / f"{voice}.wav", audio), truth
+    return write_wav(tmp / f"{voice}.wav", audio), truth
 
 
 def _vowel(seconds: float, formants_hz: tuple[float, float], *, f0_hz: float = 120.0) -> np.ndarray:
@@ -115,7 +101,8 @@ def test_fillers_found_near_their_true_times(tmp_path: Path) -> None:
     false_positives = 0
     for voice in ("en-us+m3", "en-gb+f3"):
         path, truth = _speech_with_fillers(tmp_path, voice)
-        transcript = transcribe(path, workers=1)
+        transcript = transcribe(path)
+        assert filler_overlaps(transcript.words) == []
         found = [w for w in transcript.words if w.is_filler]
         assert all(w.text in FILLER_WORDS for w in found)
         used: set[int] = set()
@@ -147,6 +134,95 @@ def test_detect_fillers_output_is_well_formed(tmp_path: Path) -> None:
         assert 0.0 <= word.confidence <= 1.0
     centres = [(w.start_s + w.end_s) / 2 for w in found]
     assert sum(any(s - 0.1 <= c <= e + 0.1 for c in centres) for s, e, _ in truth) >= 3
+
+
+# --------------------------------------------------------------------------- the hard rule
+
+# Sentences ending in a word that is one held vowel before a pause ("show", "all", "so",
+# "know", "too"; the last word of each is spoken slowly), with real fillers around them.
+_HELD_VOWELS: list[tuple[str, object]] = [
+    ("say", "welcome back to the"), ("slow", "show"), ("gap", 0.6),
+    ("filler", "um"), ("gap", 0.3),
+    ("say", "we tried them"), ("slow", "all"), ("gap", 0.7),
+    ("say", "and it was good"), ("gap", 0.05), ("filler", "uh"), ("gap", 0.4),
+    ("say", "it was honestly"), ("slow", "so"), ("gap", 0.8),
+    ("say", "you already"), ("slow", "know"), ("gap", 0.5),
+    ("filler", "hmm"), ("gap", 0.4),
+    ("say", "me"), ("slow", "too"), ("gap", 0.6),
+]  # fmt: skip
+
+
+@needs_espeak
+@pytest.mark.parametrize("voice", ["en-us+m3", "en-gb+f3", "en-us+m1"])
+def test_a_filler_cut_never_takes_a_real_word(tmp_path: Path, voice: str) -> None:
+    path, truth = render_script(_HELD_VOWELS, tmp_path / "held.wav", voice=voice, seed=11)
+    transcript = transcribe(path)
+    assert filler_overlaps(transcript.words) == []
+    found = [w for w in transcript.words if w.is_filler]
+    for filler in found:
+        for piece in truth:
+            if piece.kind != "word":
+                continue
+            overlap = min(filler.end_s, piece.end_s) - max(filler.start_s, piece.start_s)
+            assert overlap <= MAX_OVERLAP_S, f"filler {filler} cut into {piece.text!r} {piece}"
+    # Every cut is a filler's own audio: its centre lies on one of the real fillers.
+    fillers_true = [p for p in truth if p.kind == "filler"]
+    for filler in found:
+        centre = (filler.start_s + filler.end_s) / 2
+        assert any(p.start_s - 0.1 <= centre <= p.end_s + 0.1 for p in fillers_true), filler
+    # The held words themselves were heard as words.
+    heard = {w.text.lower().strip(".,!?") for w in transcript.words if not w.is_filler}
+    assert len(heard & {"show", "all", "so", "know", "too"}) >= 3, heard
+
+
+def _steady_vowel_between_words() -> tuple[np.ndarray, list[Word], tuple[float, float]]:
+    """Babble "words", 0.4 s of near silence, a held vowel (a filler's sound), babble again.
+
+    Returns the audio, the two words and the vowel's span (seconds)."""
+    rng = np.random.default_rng(3)
+    first, quiet = _babble(1.5, rng), rng.normal(0, 1e-4, int(0.4 * SR)).astype(np.float32)
+    vowel, second = _vowel(0.45, (600.0, 1200.0)), _babble(1.5, rng)
+    audio = np.concatenate([first, quiet, vowel, second])
+    vowel_start = (len(first) + len(quiet)) / SR
+    vowel_end = vowel_start + len(vowel) / SR
+    words = [Word("before", 0.0, len(first) / SR), Word("after", vowel_end, len(audio) / SR)]
+    return audio, words, (vowel_start, vowel_end)
+
+
+def test_fillers_between_words_finds_a_held_vowel_in_a_gap() -> None:
+    audio, words, (vowel_start, vowel_end) = _steady_vowel_between_words()
+    found = fillers_between_words(audio, words)
+    assert len(found) == 1 and found[0].is_filler
+    assert vowel_start - 0.05 <= found[0].start_s and found[0].end_s <= vowel_end
+    assert filler_overlaps([*words, *found]) == []
+
+
+def test_the_same_sound_inside_a_word_is_never_a_filler() -> None:
+    audio, (before, after), (vowel_start, vowel_end) = _steady_vowel_between_words()
+    # The recogniser heard one long word over the vowel: there is no gap to search.
+    long_word = Word("long", before.end_s, after.end_s)
+    assert fillers_between_words(audio, [before, long_word]) == []
+    # A word ending inside the vowel: what is left of it after the word is too little.
+    stretched = Word("before", 0.0, vowel_end - 0.1)
+    assert fillers_between_words(audio, [stretched, after]) == []
+
+
+def test_gaps_next_to_unaligned_words_are_not_searched() -> None:
+    audio, words, _ = _steady_vowel_between_words()
+    assert fillers_between_words(audio, words, aligned=[True, False]) == []
+
+
+def test_spelled_fillers_are_flagged_and_replaced_by_acoustic_spans() -> None:
+    assert flag_spelled_filler(Word("Um,", 1.0, 1.3)) == Word("um", 1.0, 1.3, is_filler=True)
+    assert flag_spelled_filler(Word("Umbrella", 1.0, 1.3)).is_filler is False
+    words = [Word("so", 0.0, 0.4), Word("uh", 0.5, 0.7, is_filler=True), Word("yes", 1.2, 1.5)]
+    found = [Word("uh", 0.45, 0.95, confidence=0.9, is_filler=True)]
+    assert [(w.text, w.start_s) for w in merge_fillers(words, found)] == [("so", 0.0), ("uh", 0.45), ("yes", 1.2)]
+
+
+def test_filler_overlaps_reports_every_violation() -> None:
+    words = [Word("so", 0.0, 0.5), Word("um", 0.47, 0.9, is_filler=True), Word("yes", 0.89, 1.2)]
+    assert filler_overlaps(words) == [(words[1], words[0], pytest.approx(0.03))]
 
 
 # --------------------------------------------------------------------------- acoustic analysis
