@@ -26,7 +26,7 @@ import bisect
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Literal, Protocol
 
@@ -95,6 +95,10 @@ class Span:
     end_s: float
     action: Action
     reason: str
+    text: str = ""
+    """For a removed filler: the filler words it takes ("um", "uh um")."""
+    confidence: float | None = None
+    """For a removed filler: the lowest detection confidence among its words, for review."""
 
     @property
     def duration_s(self) -> float:
@@ -210,10 +214,7 @@ class CutList:
             "crossfade_ms": self.crossfade_ms,
             "settings": dict(self.settings),
             "removed_s_by_reason": self.removed_s_by_reason(),
-            "spans": [
-                {"start_s": s.start_s, "end_s": s.end_s, "action": s.action, "reason": s.reason}
-                for s in self.spans
-            ],
+            "spans": [_span_dict(s) for s in self.spans],
         }
 
     def to_json(self) -> str:
@@ -237,6 +238,8 @@ class CutList:
                     end_s=float(s["end_s"]),
                     action=s["action"],
                     reason=str(s["reason"]),
+                    text=str(s.get("text", "")),
+                    confidence=None if s.get("confidence") is None else float(s["confidence"]),
                 )
                 for s in data["spans"]
             )
@@ -619,7 +622,9 @@ def build_cut_list(
             pieces.append((cut_end, gap.end_s, "keep", "pause"))
 
     return CutList(
-        spans=_tile(pieces, duration),
+        spans=_annotate_fillers(
+            _tile(pieces, duration), [w for w in words if remove_fillers and w.is_filler]
+        ),
         source_duration_s=duration,
         crossfade_ms=float(crossfade_ms),
         settings=settings,
@@ -641,6 +646,35 @@ def _split_by_fillers(
     if end > pos:
         pieces.append((pos, end, False))
     return pieces
+
+
+def _span_dict(span: Span) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "start_s": span.start_s, "end_s": span.end_s, "action": span.action, "reason": span.reason,
+    }
+    if span.reason == "filler":
+        out["text"] = span.text
+        out["confidence"] = span.confidence
+    return out
+
+
+def _annotate_fillers(spans: Sequence[Span], filler_words: Sequence[Any]) -> tuple[Span, ...]:
+    """Removed filler spans with the words they take and the least sure detection."""
+    out: list[Span] = []
+    for span in spans:
+        if span.action == "remove" and span.reason == "filler":
+            taken = [
+                w for w in filler_words
+                if min(span.end_s, w.end_s) > max(span.start_s, w.start_s)
+            ]
+            confidences = [float(w.confidence) for w in taken]
+            span = replace(
+                span,
+                text=" ".join(w.text for w in taken),
+                confidence=round(min(confidences), 3) if confidences else None,
+            )
+        out.append(span)
+    return tuple(out)
 
 
 def _tile(pieces: list[tuple[float, float, Action, str]], duration: float) -> tuple[Span, ...]:

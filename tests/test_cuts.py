@@ -405,3 +405,23 @@ def test_every_pause_ends_up_at_most_max_pause(
 def test_no_words_and_no_silence_keeps_everything() -> None:
     cut = build_cut_list(words=[], silences=[], duration_s=3.0)
     assert cut.spans == (Span(0.0, 3.0, "keep", "speech"),)
+
+
+def test_removed_fillers_carry_their_words_and_confidence_for_review() -> None:
+    from pod_audio.cuts import CutList, build_cut_list
+    from pod_audio.transcript import Word
+
+    words = [
+        Word("so", 0.5, 0.9),
+        Word("um", 1.2, 1.6, confidence=0.82, is_filler=True),
+        Word("uh", 1.6, 1.9, confidence=0.64, is_filler=True),
+        Word("yes", 2.3, 2.8),
+    ]
+    cut_list = build_cut_list(words=words, silences=[], duration_s=3.5)
+    [filler] = [s for s in cut_list.spans if s.reason == "filler"]
+    assert filler.text == "um uh" and filler.confidence == 0.64
+    data = cut_list.to_dict()
+    [stored] = [s for s in data["spans"] if s["reason"] == "filler"]
+    assert stored["text"] == "um uh" and stored["confidence"] == 0.64
+    assert all("text" not in s for s in data["spans"] if s["reason"] != "filler")
+    assert CutList.from_dict(data) == cut_list
