@@ -143,6 +143,12 @@ def test_sigterm_in_transcription_and_sigint_in_mastering_then_pod_run_resumes(
     assert "stopped by SIGTERM during transcript; run `pod run` to resume" in output, output
     history = [(c.from_status, c.to_status) for c in deployment.catalog.history(episode.episode_id)]
     assert history.count((EpisodeStatus.ERROR, EpisodeStatus.PROCESSING)) == 0, "retried"
+    with dg.DagsterInstance.from_config(deployment.env["DAGSTER_HOME"]) as instance:
+        retries = instance.get_records_for_run(
+            episode.processing_run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY
+        ).records
+        assert retries == [], "the interrupted step was retried"
+        assert instance.get_run_by_id(episode.processing_run_id).tags[runner.RESUME_TAG] == "pending"
     raw = tmp_path / "raw.flac"
     deployment.store.read_to_path(layout.episode_key(episode.episode_id, "raw.flac"), raw)
     assert _md5(raw) == source_md5
