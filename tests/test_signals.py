@@ -322,3 +322,29 @@ def test_pod_beside_make_serve_uses_its_catalog(
                            env=env, capture_output=True, text=True, timeout=120)
     assert alone.returncode == 0, alone.stderr[-2000:]
     assert json.loads(alone.stdout) == []
+
+
+def test_a_run_whose_run_key_another_launcher_claimed_does_nothing(pipeline, short_speech: Path) -> None:
+    """What a daemon-launched duplicate meets: its first step finds the upload's run key
+    claimed by another launcher (a ``pod run``) and stops, without touching the episode."""
+    from pod_assets.raw_audio import raw_audio
+    from pod_assets.status import run_key_claim
+
+    episode_id = pipeline.register("take.wav", short_speech)
+    run_key = f"{episode_id}@1"
+    pipeline.catalog.claim(run_key_claim(run_key), owner="pod-run:elsewhere:1:abcd")
+    result = dg.materialize(
+        [raw_audio],
+        partition_key=episode_id,
+        resources=pipeline.resources,
+        instance=pipeline.instance,
+        tags={"dagster/run_key": run_key},
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    assert "this duplicate run does nothing" in failure.step_failure_data.error.to_string()
+    assert not [event for event in result.all_events if event.event_type_value == "STEP_UP_FOR_RETRY"]
+    episode = pipeline.catalog.get_episode(episode_id)
+    assert episode.status == EpisodeStatus.UPLOADED
+    assert len(pipeline.catalog.history(episode_id)) == 1
