@@ -174,6 +174,21 @@ def test_sigterm_in_transcription_and_sigint_in_mastering_then_pod_run_resumes(
     assert _md5(raw) == source_md5
     assert sorted(p.name for p in (tmp_path / "s3").iterdir()) == []
 
+    # A run that loses its episode to a newer run never writes it again.
+    older = Background(
+        deployment, tmp_path / "s4", "--episode", episode.episode_id,
+        "--step", "cleaned_audio", "--step", "final_episode",
+    )
+    older.wait_in_step("pod-clean-")
+    assert deployment.catalog.set_status(
+        episode.episode_id, expected=EpisodeStatus.PROCESSING, new=EpisodeStatus.PROCESSING,
+        run_id="a-newer-run",
+    )
+    output, _ = older.process.communicate(timeout=120)
+    taken = deployment.catalog.get_episode(episode.episode_id)
+    assert (taken.status, taken.processing_run_id) == (EpisodeStatus.PROCESSING, "a-newer-run"), output
+    assert deployment.catalog.history(episode.episode_id)[-1].run_id == "a-newer-run"
+
 
 def _start_two_at_once(deployment: Deployment, tmp_path: Path) -> tuple[Background, Background]:
     """Two ``pod run`` started at the same moment on the same upload."""
