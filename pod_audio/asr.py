@@ -220,11 +220,9 @@ def finish_chunk(
     words = [fillers.flag_spelled_filler(w) for w in words]
     if detect_fillers:
         found = fillers.fillers_between_words(pcm, words, aligned=aligned)
-        found = [
-            f for f in found
-            if _fits_local_alignment(pcm, f, words)
-            and not _missed_word_at(pcm, f, words, recogniser)
-        ]
+        found = [f for f in found if _fits_local_alignment(pcm, f, words)]
+        missed = _missed_words(pcm, found, words, recogniser)
+        found = [f for f, word_there in zip(found, missed) if not word_there]
         words = fillers.merge_fillers(words, found)
     return words
 
@@ -263,31 +261,72 @@ _RECHECK_CONTEXT_S = 1.5
 """Audio on each side of a filler candidate that is recognised again with it."""
 
 
-def _missed_word_at(
-    pcm: np.ndarray, filler: Word, words: Sequence[Word], recogniser: Recogniser
-) -> bool:
-    """Whether the recogniser, asked again about the stretch around ``filler``, hears a word
-    in its place that the chunk's transcript lacks.
+_RECHECK_GAP_S = 1.5
+"""Near-silence between two candidates' stretches when they are recognised together."""
+_RECHECK_WINDOW_S = 29.0
+
+
+def _missed_words(
+    pcm: np.ndarray, found: Sequence[Word], words: Sequence[Word], recogniser: Recogniser
+) -> list[bool]:
+    """For each filler candidate, whether the recogniser, asked again about the stretch
+    around it, hears a word in its place that the chunk's transcript lacks.
 
     A recogniser sometimes drops a word (a drawn-out "too" at the end of a sentence, say);
-    the gap it leaves then holds a steady vowel that looks like a filler. Re-recognising
-    the filler with 1.5 s of context on each side and finding a lexical word between the
+    the gap it leaves then holds a steady vowel that looks like a filler. Each candidate is
+    recognised again with 1.5 s of context on each side; a lexical word heard between the
     transcript's words before and after it means the candidate is that word: it is kept.
+    The stretches of one chunk are recognised together, laid end to end with 1.5 s of
+    near silence between them, one recogniser window (30 s) at a time.
     """
-    lo_s = max(0.0, filler.start_s - _RECHECK_CONTEXT_S)
-    hi_s = min(len(pcm) / SAMPLE_RATE, filler.end_s + _RECHECK_CONTEXT_S)
-    clip = pcm[int(lo_s * SAMPLE_RATE) : int(hi_s * SAMPLE_RATE)]
-    heard = [
-        t for w in recogniser.recognise(clip.astype(np.float32) / 32768.0)
-        if fillers.canonical_filler(w.text.strip(".,!?;:")) is None
-        for t in dictionary_tokens(w.text)
+    duration_s = len(pcm) / SAMPLE_RATE
+    spans = [
+        (max(0.0, f.start_s - _RECHECK_CONTEXT_S), min(duration_s, f.end_s + _RECHECK_CONTEXT_S))
+        for f in found
     ]
+    heard: list[list[str]] = [[] for _ in found]
+    gap = np.random.default_rng(0).normal(0, 3.0, int(_RECHECK_GAP_S * SAMPLE_RATE))
+    batch: list[int] = []
+
+    def recognise(batch: list[int]) -> None:
+        pieces, offsets, position = [], [], 0
+        for i in batch:
+            lo, hi = (int(t * SAMPLE_RATE) for t in spans[i])
+            offsets.append((position / SAMPLE_RATE, (position + hi - lo) / SAMPLE_RATE))
+            pieces += [pcm[lo:hi].astype(np.float32), gap.astype(np.float32)]
+            position += hi - lo + len(gap)
+        for w in recogniser.recognise(np.concatenate(pieces) / 32768.0):
+            centre = (w.start_s + w.end_s) / 2
+            for i, (lo_s, hi_s) in zip(batch, offsets):
+                if lo_s - 0.5 <= centre <= hi_s + 0.5:
+                    if fillers.canonical_filler(w.text.strip(".,!?;:")) is None:
+                        heard[i] += dictionary_tokens(w.text)
+                    break
+
+    length_s = 0.0
+    for i, (lo_s, hi_s) in enumerate(spans):
+        if batch and length_s + hi_s - lo_s > _RECHECK_WINDOW_S:
+            recognise(batch)
+            batch, length_s = [], 0.0
+        batch.append(i)
+        length_s += hi_s - lo_s + _RECHECK_GAP_S
+    if batch:
+        recognise(batch)
+    return [
+        _word_between(filler, words, heard[i], span) for i, (filler, span) in enumerate(zip(found, spans))
+    ]
+
+
+def _word_between(
+    filler: Word, words: Sequence[Word], heard: list[str], span: tuple[float, float]
+) -> bool:
+    lo_s, hi_s = span
     lexical = [w for w in words if not w.is_filler and w.end_s > lo_s and w.start_s < hi_s]
     before = [t for w in lexical if w.end_s <= filler.start_s for t in dictionary_tokens(w.text)]
     after = [t for w in lexical if w.start_s >= filler.end_s for t in dictionary_tokens(w.text)]
     # Heard tokens that fall between "before" and "after": inserted right at the boundary,
     # or more tokens than were replaced in an edit that touches it. (Edits away from the
-    # boundary come from words cut at the clip's edges.)
+    # boundary come from words cut at the stretch's edges.)
     boundary = len(before)
     matcher = difflib.SequenceMatcher(a=[*before, *after], b=heard, autojunk=False)
     for tag, a0, a1, b0, b1 in matcher.get_opcodes():
