@@ -349,12 +349,13 @@ def _last_error(root: Path, episode_id: str) -> str | None:
 
 def sensor_tick(pipeline, cursor: str | None = None) -> dg.SensorResult:
     """One upload-sensor tick, then each run it requests, as the daemon would launch them."""
-    context = dg.build_sensor_context(
+    # Entered as a context manager: CatalogResource has a nested resource (its store).
+    with dg.build_sensor_context(
         instance=pipeline.instance,
         cursor=cursor,
         resources={"store": pipeline.store, "catalog": pipeline.catalog_resource},
-    )
-    result = build_upload_sensor()(context)
+    ) as context:
+        result = build_upload_sensor()(context)
     for request in result.dynamic_partitions_requests or []:
         pipeline.instance.add_dynamic_partitions("episodes", list(request.partition_keys))
     for request in result.run_requests:
