@@ -331,8 +331,8 @@ def fillers_between_words(
     gaps = _gaps_between(words, flags, duration_s=len(pcm) / SAMPLE_RATE)
     if not gaps:
         return []
-    lexical = [w for w in words if not w.is_filler]
-    found = detect_fillers(pcm, segments=lexical, threshold=threshold, within=gaps)
+    # Fillers the recogniser spelled are candidates too (confirmed from a lower score).
+    found = detect_fillers(pcm, segments=words, threshold=threshold, within=gaps)
     out: list[Word] = []
     for filler in found:
         best = max(gaps, key=lambda g: _overlap(g[0], g[1], filler.start_s, filler.end_s))
@@ -362,13 +362,20 @@ def _gaps_between(
 
 
 def merge_fillers(words: Sequence[Word], found: Sequence[Word]) -> list[Word]:
-    """``words`` with the fillers ``found`` between them; a found filler overlapping a filler
-    the recogniser spelled replaces it (the acoustic span is the better one)."""
-    kept = [
-        w
-        for w in words
-        if not (w.is_filler and any(_overlap(w.start_s, w.end_s, f.start_s, f.end_s) > 0 for f in found))
-    ]
+    """``words`` with the fillers ``found`` between them.
+
+    A found filler overlapping a filler the recogniser spelled replaces it (the acoustic
+    span is the better one). A spelled filler that no found filler confirms stays in the
+    words as an ordinary word: it is not cut (the recogniser may have written "uh" for a
+    real "a").
+    """
+    kept: list[Word] = []
+    for w in words:
+        if w.is_filler:
+            if any(_overlap(w.start_s, w.end_s, f.start_s, f.end_s) > 0 for f in found):
+                continue
+            w = Word(w.text, w.start_s, w.end_s, w.confidence, is_filler=False)
+        kept.append(w)
     return sorted([*kept, *found], key=lambda w: (w.start_s, w.end_s))
 
 

@@ -218,6 +218,9 @@ def test_spelled_fillers_are_flagged_and_replaced_by_acoustic_spans() -> None:
     words = [Word("so", 0.0, 0.4), Word("uh", 0.5, 0.7, is_filler=True), Word("yes", 1.2, 1.5)]
     found = [Word("uh", 0.45, 0.95, confidence=0.9, is_filler=True)]
     assert [(w.text, w.start_s) for w in merge_fillers(words, found)] == [("so", 0.0), ("uh", 0.45), ("yes", 1.2)]
+    # Not confirmed by the sound: kept as a word, never cut.
+    unconfirmed = merge_fillers(words, [])
+    assert [(w.text, w.is_filler) for w in unconfirmed] == [("so", False), ("uh", False), ("yes", False)]
 
 
 def test_filler_overlaps_reports_every_violation() -> None:
