@@ -446,12 +446,45 @@ def _transcribe_all(engine: str, manifest: Path, out: Path) -> None:
     out.write_text(json.dumps({"engine": engine, "warmup_s": warmup_s, "sets": results}))
 
 
-def run_engine(engine: str, manifest: Path, work: Path, constants: Path | None) -> dict[str, Any]:
+QUICK_FILES = {
+    "synthetic_tune": 10, "synthetic_heldout": 10, "jfk_mix_dev": 5, "jfk_mix": 5,
+    "jfk_alone": 1, "word_timing": 4, "held_vowel": 6,
+}
+"""Files per set with ``--quick`` (and for the baseline with ``--baseline-files quick``)."""
+
+
+def subset(sets: dict[str, list[Item]], counts: dict[str, int]) -> dict[str, list[Item]]:
+    """The first files of each set (the same files a smaller run builds)."""
+    return {name: items[: counts.get(name, len(items))] for name, items in sets.items()}
+
+
+def restrict(data: dict[str, Any], sets: dict[str, list[Item]]) -> dict[str, Any]:
+    """An engine's output restricted to the files of ``sets``."""
+    out = dict(data)
+    out["sets"] = {name: data["sets"][name][: len(items)] for name, items in sets.items()}
+    return out
+
+
+def run_engine(
+    engine: str, manifest: Path, work: Path, constants: Path | None, *, reuse: bool = False
+) -> dict[str, Any]:
     """Run one engine over the manifest in a child process; its output plus the child's
-    wall time, CPU time and peak RSS."""
+    wall time, CPU time and peak RSS. With ``reuse``, an earlier output for the same
+    manifest in ``work`` is read instead."""
     from bench.run import run_child
 
     out = work / f"{engine}.json"
+    done = work / f"{engine}.process.json"
+    if reuse and out.exists() and done.exists():
+        data = json.loads(out.read_text())
+        wanted = corpus.load_manifest(manifest)
+        if all(
+            [r["path"] for r in data["sets"].get(name, [])] == [i.path for i in items]
+            for name, items in wanted.items()
+        ):
+            data["process"] = json.loads(done.read_text())
+            print(f"{engine}: reusing {out}", flush=True)
+            return data
     argv = [sys.executable, "-m", "bench.filler_eval", "--transcribe", engine,
             "--manifest", str(manifest), "--engine-out", str(out)]
     if constants is not None:
@@ -464,6 +497,7 @@ def run_engine(engine: str, manifest: Path, work: Path, constants: Path | None) 
         "tree_rss_mb": sample.tree_rss_mb, "load_1m_at_start": sample.load_1m,
         "load_1m_at_end": round(os.getloadavg()[0], 2),
     }
+    done.write_text(json.dumps(data["process"]))
     print(
         f"[{time.strftime('%H:%M:%S')}] {engine}: {sample.wall_s:.0f} s wall, "
         f"{sample.cpu_s:.0f} s CPU, peak RSS {sample.peak_rss_mb:.0f} MB", flush=True,
@@ -632,12 +666,53 @@ def fast_filler_scores(
         apply_constants(saved)
 
 
-def fit(work: Path, *, quick: bool, l2: float, threshold: float | None) -> dict[str, Any]:
-    """Fit on the tuning sets as the product sees them; compare with the shipped constants on
-    every set (fast path). Returns the new constants and both evaluations."""
-    sets = corpus.build_sets(work, quick=quick)
+def compare_constants(work: Path, constants_path: Path, out: Path) -> dict[str, Any]:
+    """Shipped against other constants on every set of an earlier run kept in ``work``
+    (``--keep``), through :func:`fast_filler_scores`, taking the product's own non-filler
+    words of that run (``whisper.json``) as the aligned words. Cheap (the detector only),
+    and approximate: without the local re-alignment and re-recognition checks of
+    ``transcribe``, which only ever drop detections."""
+    sets = corpus.load_manifest(work / "manifest.json")
+    data = json.loads((work / "whisper.json").read_text())
+    aligned = {
+        name: [
+            {"words": [[w["text"], w["start_s"], w["end_s"], w["confidence"], False]
+                       for w in row["words"] if not w["is_filler"]],
+             "aligned": [True] * sum(1 for w in row["words"] if not w["is_filler"])}
+            for row in data["sets"][name]
+        ]
+        for name in sets
+    }
+    report: dict[str, Any] = {}
+    for label, constants in (("shipped", current_constants()),
+                             ("refit", json.loads(constants_path.read_text()))):
+        report[label] = {s.name: _filler_summary(s)
+                         for s in fast_filler_scores(sets, aligned, constants)}
+    print(f"{'set':<18} {'constants':<8} {'true':>5} {'found':>5} {'TP':>4} {'P':>6} {'R':>6} "
+          f"{'cut':>4}")
+    for name in sets:
+        for label in ("shipped", "refit"):
+            r = report[label][name]
+            print(f"{name:<18} {label:<8} {r['true_fillers']:>5} {r['detections']:>5} "
+                  f"{r['true_positives']:>4} {r['precision']:>6.3f} {r['recall']:>6.3f} "
+                  f"{r['real_words_cut']:>4}")
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def fit(
+    work: Path, *, quick: bool, l2: float, threshold: float | None, fast_eval: bool
+) -> dict[str, Any]:
+    """Fit on the tuning sets as the product sees them. With ``fast_eval``, also compare the
+    shipped and the new constants on every set through :func:`fast_filler_scores` (the gap
+    search alone: without the local re-alignment and re-recognition checks that
+    ``transcribe`` adds; for the real comparison run the evaluation with ``--constants``).
+    Returns the new constants (and the comparison)."""
+    sets = corpus.build_sets(
+        work, quick=quick, only=None if fast_eval else list(corpus.TUNING_SETS)
+    )
     cache = work / "aligned_words.json"
-    print(f"[{time.strftime('%H:%M:%S')}] aligning Whisper's words on every set", flush=True)
+    print(f"[{time.strftime('%H:%M:%S')}] aligning Whisper's words", flush=True)
     aligned = {name: aligned_words_of(items, cache) for name, items in sets.items()}
     tune_items = [i for name in corpus.TUNING_SETS for i in sets[name]]
     tune_aligned = [a for name in corpus.TUNING_SETS for a in aligned[name]]
@@ -654,14 +729,15 @@ def fit(work: Path, *, quick: bool, l2: float, threshold: float | None) -> dict[
         "threshold": threshold if threshold is not None else fillers.DEFAULT_THRESHOLD,
     }
     old = current_constants()
-    report: dict[str, Any] = {"candidates": len(y), "on_fillers": int(y.sum()), "new": new}
-    for label, constants in (("shipped", old), ("refit", new)):
+    report: dict[str, Any] = {"candidates": len(y), "on_fillers": int(y.sum()), "new": new,
+                              "shipped": {}, "refit": {}}
+    for label, constants in (("shipped", old), ("refit", new)) if fast_eval else ():
         scores = fast_filler_scores(sets, aligned, constants)
         report[label] = {s.name: _filler_summary(s) for s in scores}
     print()
     print(f"{'set':<18} {'constants':<8} {'true':>5} {'found':>5} {'TP':>4} {'P':>6} {'R':>6} "
           f"{'cut':>4}")
-    for name in sets:
+    for name in sets if fast_eval else ():
         for label in ("shipped", "refit"):
             r = report[label][name]
             print(f"{name:<18} {label:<8} {r['true_fillers']:>5} {r['detections']:>5} "
@@ -757,16 +833,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="keep the generated audio in this directory")
     parser.add_argument("--sets", help="comma-separated set names (default: all)")
     parser.add_argument("--engines", default=",".join(ENGINES))
+    parser.add_argument("--baseline-files", choices=("all", "quick"), default="all",
+                        help="quick: the baseline runs on the first files of each set only "
+                             "(as many as --quick builds); the product is also scored on them")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --keep: read an engine's earlier output for the same files")
     parser.add_argument("--constants", type=Path, help="JSON of fitted constants to use instead")
     parser.add_argument("--fit", action="store_true",
                         help="refit the detector on the tuning sets as the product sees them")
+    parser.add_argument("--fast-eval", action="store_true",
+                        help="with --fit: compare old and new constants on every set (gap search only)")
     parser.add_argument("--l2", type=float, default=1.0)
+    parser.add_argument("--compare-constants", type=Path, metavar="CONSTANTS_JSON",
+                        help="with --keep DIR of an earlier run: shipped vs these constants, "
+                             "gap search only, on the product's words of that run")
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--transcribe", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--engine-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.compare_constants:
+        if not args.keep:
+            parser.error("--compare-constants needs --keep DIR of an earlier run")
+        compare_constants(args.keep, args.compare_constants,
+                          REPO / "bench" / "out" / "refit_comparison.json")
+        return 0
     if args.transcribe:  # child process
         if args.constants:
             apply_constants(json.loads(args.constants.read_text()))
@@ -778,7 +870,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     try:
         if args.fit:
-            report = fit(work, quick=args.quick, l2=args.l2, threshold=args.threshold)
+            report = fit(work, quick=args.quick, l2=args.l2, threshold=args.threshold,
+                         fast_eval=args.fast_eval)
             out = REPO / "bench" / "out" / "refit.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(report, indent=1) + "\n")
@@ -792,15 +885,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         sets = corpus.build_sets(work, quick=args.quick, only=only)
         manifest = work / "manifest.json"
         corpus.save_manifest(manifest, sets)
+        engine_sets = {engine: sets for engine in args.engines.split(",")}
+        if args.baseline_files == "quick" and "pocketsphinx" in engine_sets:
+            engine_sets["pocketsphinx"] = subset(sets, QUICK_FILES)
+            corpus.save_manifest(work / "manifest_baseline.json", engine_sets["pocketsphinx"])
         runs = {
-            engine: run_engine(engine, manifest, work, args.constants)
-            for engine in args.engines.split(",")
+            engine: run_engine(
+                engine,
+                manifest if engine_sets[engine] is sets else work / "manifest_baseline.json",
+                work, args.constants, reuse=args.reuse,
+            )
+            for engine in engine_sets
         }
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    scores = [s for engine in runs for s in score_engine(sets, runs[engine])]
-    scores.sort(key=lambda s: (list(sets).index(s.name), s.engine != "whisper"))
+    scores = [s for engine in runs for s in score_engine(engine_sets[engine], runs[engine])]
+    if "whisper" in runs and "pocketsphinx" in runs and engine_sets["pocketsphinx"] is not sets:
+        # The product on the baseline's files too, for a like-for-like comparison.
+        same = score_engine(engine_sets["pocketsphinx"], restrict(runs["whisper"],
+                                                                  engine_sets["pocketsphinx"]))
+        for s in same:
+            s.engine = "whisper@base"
+        scores += same
+    order = {"whisper": 0, "whisper@base": 1, "pocketsphinx": 2}
+    scores.sort(key=lambda s: (list(sets).index(s.name), order.get(s.engine, 3)))
     print_table(scores)
     targets = check_targets(scores)
     print()
@@ -821,6 +930,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seeds": {k: v for k, v in corpus.SEEDS.items() if k in sets},
         "engines": {
             engine: {"label": ENGINE_LABELS[engine], "warmup_s": round(runs[engine]["warmup_s"], 2),
+                     "files": sum(len(v) for v in engine_sets[engine].values()),
+                     "audio_s": round(sum(i.duration_s for v in engine_sets[engine].values()
+                                          for i in v), 1),
                      **runs[engine]["process"]}
             for engine in runs
         },

@@ -443,7 +443,7 @@ def measure_transcription(
         size = f"{minutes:g} min speech"
         ours = SpeedRow(
             "transcript_whisper", size, "transcribe(path): Whisper tiny.en + alignment + fillers",
-            seconds, ASR_X_REALTIME if minutes == max(sizes) else None,
+            seconds, ASR_X_REALTIME if minutes >= 60 else None,
             note=f"{_cores()} cores; model load included",
         )
         rows.append(ours)
@@ -455,6 +455,11 @@ def measure_transcription(
                 note="baseline, one run: single-threaded and slow",
             )
         runs = repeat_large if minutes >= 60 else repeat
+        if runs == 0 and baseline is not None:
+            _log(f"transcription {size}: pocketsphinx baseline (load {_load()})")
+            baseline.samples.append(run_step("transcribe", input=path, engine="pocketsphinx"))
+            rows.append(baseline)
+            write()
         for rep in range(runs):
             _log(f"transcription {size}: whisper run {rep + 1}/{runs} (load {_load()})")
             ours.samples.append(run_step("transcribe", input=path, engine="whisper"))
@@ -686,7 +691,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         for r in results["speed_rows"]:
             loads = ", ".join(f"{x:.1f}" for x in r["load_1m"])
             lines.append(
-                f"| {r['size']} | {r['name']}: {r['what']} | {r['runs']} | "
+                f"| {r['size']} | {r['name']}: {r['what']}{' (carried over)' if r.get('carried_over_from') else ''} | {r['runs']} | "
                 f"{r['median_wall_s']:.1f} ({r['min_wall_s']:.1f}-{r['max_wall_s']:.1f}) | "
                 f"{r['x_realtime']:.1f}x | {r['cpu_s_per_audio_s']:.3f} | {r['peak_rss_mb']:.0f} | "
                 f"{r['tree_rss_mb']:.0f} | {r['target'] or '—'} | {_mark(r['met'])} | {loads} |"
@@ -755,6 +760,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pod-run-minutes", type=float, default=None,
                         help="length of the episode for the whole pod run (default 30; 0: skip)")
     parser.add_argument("--pod-run-repeat", type=int, default=1)
+    parser.add_argument("--carry-over", action="store_true",
+                        help="keep the transcription and pod run rows of the previous results.json "
+                             "that this run does not measure (marked as carried over)")
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument(
         "--render", type=Path, metavar="RESULTS_JSON",
@@ -771,7 +779,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         float(s) for s in (args.asr_sizes or ("1,2" if args.quick else "15,60")).split(",")
     ]
     baseline_sizes = (
-        [float(s) for s in args.asr_baseline_sizes.split(",")] if args.asr_baseline_sizes
+        [float(s) for s in args.asr_baseline_sizes.split(",") if s.strip()]
+        if args.asr_baseline_sizes is not None
         else asr_sizes[:1] and [min(asr_sizes)]
     )
     pod_minutes = args.pod_run_minutes if args.pod_run_minutes is not None else (
@@ -825,14 +834,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         results["carried_samples"] = [
             x for x in previous.get("samples", []) if x["name"] in episode_names
         ] or previous.get("carried_samples", [])
+    carried_speed: list[dict[str, Any]] = []
+    if args.carry_over and previous:
+        measured: set[tuple[str, str]] = set()
+        for m in asr_sizes:
+            if (args.repeat_large if m >= 60 else args.repeat) or 0:
+                measured.add(("transcript_whisper", f"{m:g} min speech"))
+            if m in baseline_sizes:
+                measured.add(("transcript_pocketsphinx", f"{m:g} min speech"))
+        if pod_minutes > 0:
+            measured.add(("pod_run", f"{pod_minutes:g} min episode"))
+        carried_speed = [
+            {**r, "carried_over_from": r.get("carried_over_from", previous.get("timestamp"))}
+            for r in previous.get("speed_rows", [])
+            if (r["name"], r["size"]) not in measured
+        ]
+        results["carried_speed_samples"] = [
+            x for x in previous.get("samples", [])
+            if "runs" in x and (x["name"], x["size"]) not in measured
+        ] + previous.get("carried_speed_samples", [])
+        for r in carried_speed:
+            results["notes"].append(
+                f"{r['name']} at {r['size']} carried over from the run of {r['carried_over_from']}"
+            )
 
     def write() -> None:
         results["rows"] = carried + [m.row() for m in measurements]
-        results["speed_rows"] = [m.row() for m in speed_rows if m.samples]
+        results["speed_rows"] = carried_speed + [m.row() for m in speed_rows if m.samples]
+        all_asr_sizes = sorted(
+            {float(r["size"].split()[0]) for r in results["speed_rows"]
+             if r["name"] == "transcript_whisper"}
+        )
         results["memory"] = (
             carried_memory
             + memory_rows([m.row() for m in measurements], sizes)
-            + memory_rows(results["speed_rows"], [], asr_sizes)
+            + memory_rows(results["speed_rows"], [], all_asr_sizes)
         )
         results["samples"] = [
             {
