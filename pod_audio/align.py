@@ -150,8 +150,32 @@ def align_words(pcm: np.ndarray, words: Sequence[Word]) -> AlignedChunk:
         return AlignedChunk((), ())
     pcm = np.ascontiguousarray(pcm, dtype=np.int16).reshape(-1)
     tokens = [dictionary_tokens(w.text) for w in words]
-    chunk = _align_range(pcm, list(words), tokens, offset=0, depth=0)
+    chunk = _align_range(pcm, list(words), tokens, offset=0, depth=0, hesitations=False)
+    if _displaced(chunk, words):
+        # A word was pulled far from where the recogniser heard it: most often onto a
+        # hesitation the recogniser left out. Aligned again with optional hesitations
+        # between the words, the sound has a place of its own; the alignment that leaves
+        # fewer words displaced wins (plain alignment on a tie: its boundaries are tighter).
+        with_hesitations = _align_range(
+            pcm, list(words), tokens, offset=0, depth=0, hesitations=True
+        )
+        if _displaced(with_hesitations, words) < _displaced(chunk, words):
+            chunk = with_hesitations
     return _fit_unaligned(tighten_to_sound(pcm, chunk))
+
+
+_DISPLACED_S = 0.6
+"""Farther than this outside the recogniser's own span of a word, an aligned word is
+displaced (the recogniser's times are up to half a second off)."""
+
+
+def _displaced(chunk: AlignedChunk, rough: Sequence[Word]) -> int:
+    """Aligned words lying wholly outside their rough span widened by 0.6 s each side."""
+    return sum(
+        1
+        for word, ok, guess in zip(chunk.words, chunk.aligned, rough)
+        if ok and (word.end_s < guess.start_s - _DISPLACED_S or word.start_s > guess.end_s + _DISPLACED_S)
+    )
 
 
 def _fit_unaligned(chunk: AlignedChunk) -> AlignedChunk:
@@ -213,9 +237,19 @@ _MIN_WORD_FRAMES = 3
 
 
 def _align_range(
-    pcm: np.ndarray, words: list[Word], tokens: list[list[str]], *, offset: int, depth: int
+    pcm: np.ndarray,
+    words: list[Word],
+    tokens: list[list[str]],
+    *,
+    offset: int,
+    depth: int,
+    hesitations: bool,
 ) -> AlignedChunk:
-    spans = _force_align(pcm, tokens) if len(pcm) >= _MIN_ALIGN_SAMPLES else None
+    spans = (
+        _force_align(pcm, tokens, hesitations=hesitations)
+        if len(pcm) >= _MIN_ALIGN_SAMPLES
+        else None
+    )
     if spans is not None:
         shift = offset / SAMPLE_RATE
         out = [
@@ -231,9 +265,13 @@ def _align_range(
     # Cut the audio halfway through the widest gap between the recogniser's words.
     cut_s = (words[split - 1].end_s + words[split].start_s) / 2
     cut = min(max(int(cut_s * SAMPLE_RATE) - offset, 0), len(pcm))
-    left = _align_range(pcm[:cut], words[:split], tokens[:split], offset=offset, depth=depth + 1)
+    left = _align_range(
+        pcm[:cut], words[:split], tokens[:split], offset=offset, depth=depth + 1,
+        hesitations=hesitations,
+    )
     right = _align_range(
-        pcm[cut:], words[split:], tokens[split:], offset=offset + cut, depth=depth + 1
+        pcm[cut:], words[split:], tokens[split:], offset=offset + cut, depth=depth + 1,
+        hesitations=hesitations,
     )
     return AlignedChunk(left.words + right.words, left.aligned + right.aligned)
 
@@ -248,7 +286,36 @@ def _split_index(words: Sequence[Word]) -> int | None:
     return best
 
 
-def _force_align(pcm: np.ndarray, tokens: list[list[str]]) -> list[tuple[float, float]] | None:
+_HESITATIONS = ("um", "uh", "er", "ah", "hmm")
+"""Optional between any two words of the alignment grammar: a hesitation the recogniser left
+out then has a place of its own and does not pull a neighbouring word onto its sound."""
+
+
+def _grammar(flat: Sequence[str]) -> str:
+    body = " ".join(f"[<h>] {token}" for token in flat) + " [<h>]"
+    return (
+        "#JSGF V1.0;\ngrammar align;\n"
+        f"public <utterance> = {body};\n<h> = {' | '.join(_HESITATIONS)};\n"
+    )
+
+
+def _match_tokens(
+    segments: Sequence[tuple[str, int, int]], flat: Sequence[str]
+) -> list[tuple[str, int, int]] | None:
+    """The segments of ``flat``'s tokens, in order, skipping the grammar's optional
+    hesitations; ``None`` when the path does not spell ``flat``."""
+    out: list[tuple[str, int, int]] = []
+    for name, start, end in segments:
+        if len(out) < len(flat) and name == flat[len(out)]:
+            out.append((name, start, end))
+        elif name not in _HESITATIONS:
+            return None
+    return out if len(out) == len(flat) else None
+
+
+def _force_align(
+    pcm: np.ndarray, tokens: list[list[str]], *, hesitations: bool
+) -> list[tuple[float, float]] | None:
     """Per word, its ``(start_s, end_s)`` in ``pcm``, ``(-1, -1)`` for words with no token;
     ``None`` when the search does not pass every token."""
     flat = [t for word_tokens in tokens for t in word_tokens]
@@ -259,7 +326,11 @@ def _force_align(pcm: np.ndarray, tokens: list[list[str]]) -> list[tuple[float, 
         for token in set(flat):
             if decoder.lookup_word(token) is None:
                 decoder.add_word(token, _spelled_phones(token), False)
-        decoder.set_align_text(" ".join(flat))
+        if hesitations:
+            decoder.add_jsgf_string("align", _grammar(flat))
+            decoder.activate_search("align")
+        else:
+            decoder.set_align_text(" ".join(flat))
         decoder.start_utt()
         decoder.process_raw(pcm.tobytes(), full_utt=True)
         decoder.end_utt()
@@ -272,8 +343,8 @@ def _force_align(pcm: np.ndarray, tokens: list[list[str]]) -> list[tuple[float, 
         ]
     except (RuntimeError, ValueError):
         return None
-    names = [_strip_variant(name) for name, _, _ in segments]
-    if names != flat:
+    segments = _match_tokens([(_strip_variant(n), a, b) for n, a, b in segments], flat)
+    if segments is None:
         return None
     spans: list[tuple[float, float]] = []
     position = 0
