@@ -99,7 +99,7 @@ def _base_env(home: Path) -> dict[str, str]:
     env.update(
         POD_HOME=str(home),
         DAGSTER_HOME=str(home / "dagster"),
-        POD_TRANSCRIBE_WORKERS="1",
+        POD_WHISPER_THREADS="2",
     )
     return env
 

@@ -66,7 +66,7 @@ def pod_env(
     env.update(
         POD_HOME=str(tmp_path / "home"),
         POD_DATABASE_URL=url,
-        POD_WHISPER_THREADS="1",
+        POD_WHISPER_THREADS="2",
         **{API_KEY_ENV: secrets["api_key"]},
     )
     yield env

@@ -86,7 +86,7 @@ class Deployment:
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POD_", "DAGSTER_"))}
     (home / "dagster").mkdir(parents=True, exist_ok=True)
-    env.update(POD_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), POD_TRANSCRIBE_WORKERS="1")
+    env.update(POD_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), POD_WHISPER_THREADS="2")
     return env
 
 
