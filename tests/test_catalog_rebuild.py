@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from pod_resources.storage import LocalObjectStore, ObjectStore
 from tests import audio_factory as af
 from tests.plugins.gcs import GCSEmulator, make_gcs_store
 from tests.plugins.postgres import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, terminate_backends
+from tests.pod_env import gcs_postgres_env, pod_env
 
 POD = Path(sys.executable).parent / "pod"
 REFUSAL = "is empty but the store"
@@ -82,11 +82,6 @@ class Deployment:
             return set(instance.get_dynamic_partitions(episode_partitions.name))
 
 
-def _base_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POD_", "DAGSTER_"))}
-    (home / "dagster").mkdir(parents=True, exist_ok=True)
-    env.update(POD_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), POD_WHISPER_THREADS="2")
-    return env
 
 
 @pytest.fixture
@@ -102,7 +97,7 @@ def embedded(tmp_path: Path) -> Iterator[Deployment]:
         shutil.rmtree(home / "dagster")
         (home / "dagster").mkdir()
 
-    yield Deployment(home, _base_env(home), LocalObjectStore(root=str(home / "store")), url, lose)
+    yield Deployment(home, pod_env(home), LocalObjectStore(root=str(home / "store")), url, lose)
     dispose_engines(url)
 
 
@@ -123,13 +118,7 @@ def gcs_postgres(
 ) -> Iterator[Deployment]:
     """GCS emulator and Postgres; losing the catalog drops and recreates the database."""
     store = make_gcs_store(gcs_emulator_env, prefix="pod")
-    env = _base_env(tmp_path / "home")
-    env.update(
-        POD_STORAGE_URL=f"gs://{store.bucket}/pod",
-        POD_DATABASE_URL=postgres_url,
-        POD_GCP_PROJECT="test",
-        STORAGE_EMULATOR_HOST=gcs_emulator_env.endpoint,
-    )
+    env = gcs_postgres_env(tmp_path / "home", store, gcs_emulator_env.endpoint, postgres_url)
     yield Deployment(
         tmp_path / "home", env, store, postgres_url, lambda: _recreate_database(postgres_url)
     )

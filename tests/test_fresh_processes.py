@@ -39,6 +39,7 @@ from pod_resources.catalog.engine import dispose_engines
 from pod_resources.storage import LocalObjectStore, ObjectStore
 from tests import audio_factory as af
 from tests.plugins.gcs import GCSEmulator, make_gcs_store
+from tests.pod_env import gcs_postgres_env, pod_env
 
 POD = Path(sys.executable).parent / "pod"
 ORM_GUARD_DIR = Path(__file__).resolve().parent / "orm_guard"
@@ -93,15 +94,6 @@ class Deployment:
         }
 
 
-def _base_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POD_", "DAGSTER_"))}
-    (home / "dagster").mkdir(parents=True, exist_ok=True)
-    env.update(
-        POD_HOME=str(home),
-        DAGSTER_HOME=str(home / "dagster"),
-        POD_WHISPER_THREADS="2",
-    )
-    return env
 
 
 @pytest.fixture
@@ -110,13 +102,7 @@ def gcs_postgres(
 ) -> Iterator[Deployment]:
     """``pod`` on a fresh GCS emulator bucket and a fresh Postgres database."""
     store = make_gcs_store(gcs_emulator_env, prefix="pod")
-    env = _base_env(tmp_path / "home")
-    env.update(
-        POD_STORAGE_URL=f"gs://{store.bucket}/pod",
-        POD_DATABASE_URL=postgres_url,
-        POD_GCP_PROJECT="test",
-        STORAGE_EMULATOR_HOST=gcs_emulator_env.endpoint,
-    )
+    env = gcs_postgres_env(tmp_path / "home", store, gcs_emulator_env.endpoint, postgres_url)
     catalog = Catalog(postgres_url, application_name=f"pod-test-{uuid.uuid4().hex[:8]}")
     yield Deployment(home=tmp_path / "home", env=env, store=store, catalog=catalog)
     dispose_engines(postgres_url)
@@ -126,7 +112,7 @@ def gcs_postgres(
 def embedded(tmp_path: Path) -> Iterator[Deployment]:
     """``pod`` on the embedded default: local store and SQLite under POD_HOME."""
     home = tmp_path / "home"
-    env = _base_env(home)
+    env = pod_env(home)
     url = f"sqlite:///{home / 'catalog.db'}"
     yield Deployment(
         home=home, env=env, store=LocalObjectStore(root=str(home / "store")), catalog=Catalog(url)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from pod_resources.catalog.engine import (
 )
 from pod_resources.storage import LocalObjectStore, ObjectStore
 from tests.plugins.gcs import GCSEmulator, make_gcs_store
+from tests.pod_env import gcs_postgres_env, pod_env
 
 POD = Path(sys.executable).parent / "pod"
 S = EpisodeStatus
@@ -83,11 +83,6 @@ class Deployment:
         }
 
 
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POD_", "DAGSTER_"))}
-    (home / "dagster").mkdir(parents=True, exist_ok=True)
-    env.update(POD_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), POD_WHISPER_THREADS="2")
-    return env
 
 
 @pytest.fixture
@@ -95,7 +90,7 @@ def embedded(tmp_path: Path) -> Iterator[Deployment]:
     home = tmp_path / "home"
     url = f"sqlite:///{home / 'catalog.db'}"
     store = LocalObjectStore(root=str(home / "store"))
-    yield Deployment(env=_env(home), store=store, catalog=Catalog(url))
+    yield Deployment(env=pod_env(home), store=store, catalog=Catalog(url))
     dispose_engines(url)
 
 
@@ -104,13 +99,7 @@ def gcs_postgres(
     tmp_path: Path, gcs_emulator_env: GCSEmulator, postgres_url: str
 ) -> Iterator[Deployment]:
     store = make_gcs_store(gcs_emulator_env, prefix="pod")
-    env = _env(tmp_path / "home")
-    env.update(
-        POD_STORAGE_URL=f"gs://{store.bucket}/pod",
-        POD_DATABASE_URL=postgres_url,
-        POD_GCP_PROJECT="test",
-        STORAGE_EMULATOR_HOST=gcs_emulator_env.endpoint,
-    )
+    env = gcs_postgres_env(tmp_path / "home", store, gcs_emulator_env.endpoint, postgres_url)
     catalog = Catalog(postgres_url, application_name=f"pod-test-{uuid.uuid4().hex[:8]}")
     yield Deployment(env=env, store=store, catalog=catalog)
     dispose_engines(postgres_url)
