@@ -214,12 +214,14 @@ def finish_chunk(
     if recogniser.finds_fillers:
         return words
     aligned = [True] * len(words)
+    heard = list(words)
     if recogniser.needs_alignment and words:
         result = align_words(pcm, words)
         words, aligned = list(result.words), list(result.aligned)
     words = [fillers.flag_spelled_filler(w) for w in words]
     if detect_fillers:
         found = fillers.fillers_between_words(pcm, words, aligned=aligned)
+        found = [f for f in found if _neighbours_look_right(f, words, heard)]
         found = [f for f in found if _fits_local_alignment(pcm, f, words)]
         missed = _missed_words(pcm, found, words, recogniser)
         found = [f for f, word_there in zip(found, missed) if not word_there]
@@ -229,6 +231,33 @@ def finish_chunk(
 
 _LOCAL_WORDS = 3
 """Words on each side of a filler candidate that are aligned again around it."""
+_MIN_WORD_S = 0.06
+_MIN_PHONE_S = 0.03
+"""An aligned word shorter than 60 ms, or than 30 ms per letter (up to six), was squeezed."""
+_NEIGHBOURS = 2
+_DISPLACED_S = 0.6
+
+
+def _neighbours_look_right(filler: Word, words: Sequence[Word], heard: Sequence[Word]) -> bool:
+    """Whether the words next to a filler candidate sit where they plausibly should.
+
+    A candidate next to a squeezed word (aligned to less than 60 ms, or 30 ms per
+    letter: "the" on 30 ms) or next to a word aligned more than 0.6 s away from
+    where the recogniser heard it lies where the alignment went wrong: the sound in the
+    "gap" is most likely that word's. ``heard`` is the recogniser's own words and times, in
+    the same order as ``words``.
+    """
+    index = next((i for i, w in enumerate(words) if w.start_s >= filler.end_s - 1e-6), len(words))
+    for i in range(max(0, index - _NEIGHBOURS), min(len(words), index + _NEIGHBOURS)):
+        word, rough = words[i], heard[i]
+        if word.is_filler:
+            continue
+        letters = sum(ch.isalpha() for ch in word.text)
+        if word.duration_s < max(_MIN_WORD_S, _MIN_PHONE_S * min(letters, 6)):
+            return False
+        if word.end_s < rough.start_s - _DISPLACED_S or word.start_s > rough.end_s + _DISPLACED_S:
+            return False
+    return True
 
 
 def _fits_local_alignment(pcm: np.ndarray, filler: Word, words: Sequence[Word]) -> bool:

@@ -290,3 +290,18 @@ def test_plan_chunks_continuous_sound_still_bounded() -> None:
     chunks = plan_chunks(levels, chunk_target_s=30.0)
     assert len(chunks) >= 4
     assert max(end - start for start, end in chunks) <= 45 * 100
+
+
+def test_a_candidate_next_to_a_squeezed_or_displaced_word_is_not_cut() -> None:
+    from pod_audio.asr import _neighbours_look_right
+
+    heard = [Word("so", 0.0, 0.5), Word("the", 0.5, 1.0), Word("answer", 1.0, 1.6)]
+    filler = Word("uh", 0.6, 0.95, is_filler=True)
+    fine = [Word("so", 0.1, 0.4), Word("the", 0.95, 1.1), Word("answer", 1.1, 1.6)]
+    assert _neighbours_look_right(filler, fine, heard)
+    # "the" aligned to 30 ms: its sound is most likely what looks like a filler.
+    squeezed = [Word("so", 0.1, 0.4), Word("the", 0.95, 0.98), Word("answer", 1.0, 1.6)]
+    assert not _neighbours_look_right(filler, squeezed, heard)
+    # "answer" aligned a second after the recogniser heard it.
+    displaced = [Word("so", 0.1, 0.4), Word("the", 0.95, 1.1), Word("answer", 2.8, 3.3)]
+    assert not _neighbours_look_right(filler, displaced, heard)
