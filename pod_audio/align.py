@@ -196,7 +196,7 @@ def _fit_unaligned(chunk: AlignedChunk) -> AlignedChunk:
 
 
 def tighten_to_sound(pcm: np.ndarray, chunk: AlignedChunk) -> AlignedChunk:
-    """Trim each aligned word's edge frames that hold only background noise.
+    """Trim each word's edge frames that hold only background noise.
 
     The acoustic model's shortest phone lasts 30 ms and its silence model is coarse, so an
     aligned word often begins a frame or three early and ends late, inside the pause around
@@ -216,10 +216,9 @@ def tighten_to_sound(pcm: np.ndarray, chunk: AlignedChunk) -> AlignedChunk:
     speech_db = float(np.percentile(level_db, 95))
     quiet_db = floor_db + min(_QUIET_MAX_DB, max(_QUIET_MIN_DB, 0.2 * (speech_db - floor_db)))
     out: list[Word] = []
-    for word, ok in zip(chunk.words, chunk.aligned):
-        if not ok:
-            out.append(word)
-            continue
+    for word in chunk.words:
+        # Unaligned words too: the recogniser's own span of a word often takes in the pause
+        # next to it.
         lo = int(round(word.start_s * FRAMES_PER_S))
         hi = min(n, int(round(word.end_s * FRAMES_PER_S)))
         while hi - lo > _MIN_WORD_FRAMES and level_db[lo] < quiet_db:

@@ -42,11 +42,12 @@ SCRATCH_ENV = "POD_RUN_SCRATCH"
 
 @pytest.fixture(scope="module")
 def looped_speech(tmp_path_factory: pytest.TempPathFactory, jfk_path: Path) -> Path:
-    """JFK twice (22 s): each step lasts long enough to be interrupted."""
+    """JFK four times (44 s): each step, mastering included, lasts long enough to be
+    interrupted on an idle machine."""
     info = probe(jfk_path)
     speech = np.concatenate(list(iter_blocks(jfk_path)))
     path = tmp_path_factory.mktemp("looped") / "looped-take.flac"
-    return af.write_audio(path, af.concat(speech, speech), sample_rate=info.sample_rate)
+    return af.write_audio(path, af.concat(speech, speech, speech, speech), sample_rate=info.sample_rate)
 
 
 def _md5(path: Path) -> str:
