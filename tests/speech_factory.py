@@ -2,23 +2,21 @@
 
 Each word and each filler is synthesised on its own, trimmed to its sound and laid end to
 end with chosen gaps, so the true span of every piece is known to the sample. Used by the
-recogniser and filler tests; the benchmarks build larger sets the same way.
+recogniser and filler tests; the benchmarks build larger sets the same way, with the same
+synthesis (:mod:`bench.corpus`).
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
-import tempfile
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pod_audio.io import iter_blocks
+from bench import corpus
 
-SR = 16000
+SR = corpus.SR
 
 __all__ = ["SR", "Piece", "Script", "espeak", "has_espeak", "render_script", "write_wav"]
 
@@ -29,28 +27,13 @@ def has_espeak() -> bool:
 
 def write_wav(path: Path, samples: np.ndarray) -> Path:
     """16 kHz mono 16-bit WAV of float samples in ``[-1, 1]``."""
-    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SR)
-        out.writeframes(pcm.tobytes())
+    corpus.write_wav(path, samples)
     return path
 
 
 def espeak(text: str, *, voice: str = "en-us+m3", speed_wpm: int = 160, pitch: int = 50) -> np.ndarray:
     """``text`` spoken by espeak-ng at 16 kHz, trimmed to its sound (-45 dBFS per 10 ms)."""
-    with tempfile.TemporaryDirectory(prefix="pod-espeak-") as scratch:
-        out = Path(scratch) / "piece.wav"
-        subprocess.run(
-            ["espeak-ng", "-v", voice, "-s", str(speed_wpm), "-p", str(pitch), "-w", str(out), text],
-            check=True, capture_output=True,
-        )
-        samples = np.concatenate([b[:, 0] for b in iter_blocks(out, sample_rate=SR, channels=1)])
-    n = len(samples) // 160
-    level = 10 * np.log10(np.mean(samples[: n * 160].reshape(n, 160) ** 2, axis=1) + 1e-12)
-    loud = np.flatnonzero(level > -45)
-    return samples[loud[0] * 160 : (loud[-1] + 1) * 160].astype(np.float32)
+    return corpus.espeak(text, voice=voice, speed_wpm=speed_wpm, pitch=pitch)
 
 
 @dataclass(frozen=True)
