@@ -109,6 +109,18 @@ def _owned_before(catalog: Catalog, episode_id: str, run_id: str) -> bool:
     )
 
 
+def _mark_error(catalog: Catalog, episode_id: str, *, run_id: str, step: str, error: str) -> None:
+    """``processing`` -> ``error`` with ``error``, only while run ``run_id`` owns the episode."""
+    catalog.set_status(
+        episode_id,
+        expected=EpisodeStatus.PROCESSING,
+        new=EpisodeStatus.ERROR,
+        error=error,
+        step=step,
+        only_if_run_id=run_id,
+    )
+
+
 def _interrupted(
     catalog: Catalog, *, episode_id: str, run_id: str, step: str
 ) -> EpisodeStepInterrupted:
@@ -117,14 +129,7 @@ def _interrupted(
         f"stopped during {step}: run {run_id[:8]} was interrupted (terminated or signalled); "
         "process the episode again to finish it"
     )
-    catalog.set_status(
-        episode_id,
-        expected=EpisodeStatus.PROCESSING,
-        new=EpisodeStatus.ERROR,
-        error=message,
-        step=step,
-        only_if_run_id=run_id,
-    )
+    _mark_error(catalog, episode_id, run_id=run_id, step=step, error=message)
     return EpisodeStepInterrupted(message)
 
 
@@ -229,26 +234,13 @@ def episode_step(
         retries_left = context.retry_number < TRANSIENT_RETRY_POLICY.max_retries
         if permanent or not retries_left or not isinstance(exc, Exception):
             message = describe_error(exc)
-            catalog.set_status(
-                episode_id,
-                expected=EpisodeStatus.PROCESSING,
-                new=EpisodeStatus.ERROR,
-                error=message,
-                step=step,
-                only_if_run_id=run_id,
-            )
+            _mark_error(catalog, episode_id, run_id=run_id, step=step, error=message)
         if isinstance(exc, (AudioInputError, ObjectNotFoundError)):
             raise EpisodeInputError(f"{step}: {exc}") from exc
         raise
     if state.failed_checks:
-        catalog.set_status(
-            episode_id,
-            expected=EpisodeStatus.PROCESSING,
-            new=EpisodeStatus.ERROR,
-            error="; ".join(state.failed_checks)[:_MAX_ERROR_CHARS],
-            step=step,
-            only_if_run_id=run_id,
-        )
+        checks = "; ".join(state.failed_checks)[:_MAX_ERROR_CHARS]
+        _mark_error(catalog, episode_id, run_id=run_id, step=step, error=checks)
         return
     steps = _steps_in_run(context)
     if steps and steps[-1] == step:

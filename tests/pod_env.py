@@ -4,9 +4,25 @@ inherited from the test's own ``POD_*``/``DAGSTER_*`` settings."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from pod_resources.storage import GCSObjectStore
+
+
+POD = Path(sys.executable).parent / "pod"
+"""The ``pod`` command of the environment the tests run in."""
+
+
+def run_pod(
+    env: dict[str, str], *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``pod ARGS`` in ``env``; with ``check``, fail the test on a non-zero exit."""
+    run = subprocess.run([str(POD), *args], env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert run.returncode == 0, f"pod {' '.join(args)}\n{run.stdout}\n{run.stderr[-3000:]}"
+    return run
 
 
 def pod_env(home: Path) -> dict[str, str]:

@@ -16,7 +16,6 @@ import dataclasses
 import json
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,9 +43,8 @@ from pod_resources.storage import LocalObjectStore, ObjectStore
 from tests import audio_factory as af
 from tests.plugins.gcs import GCSEmulator, make_gcs_store
 from tests.plugins.postgres import POSTGRES_HOST, POSTGRES_PORT, POSTGRES_USER, terminate_backends
-from tests.pod_env import gcs_postgres_env, pod_env
+from tests.pod_env import gcs_postgres_env, pod_env, run_pod
 
-POD = Path(sys.executable).parent / "pod"
 REFUSAL = "is empty but the store"
 NOT_COMPARED = frozenset({"updated_at", "processing_run_id"})
 """Fields a rebuild does not restore: the time of the last write, a dead run's ownership."""
@@ -63,12 +61,7 @@ class Deployment:
     lose_catalog: Callable[[], None]
 
     def pod(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        run = subprocess.run(
-            [str(POD), *args], env=self.env, capture_output=True, text=True, timeout=600
-        )
-        if check:
-            assert run.returncode == 0, f"pod {' '.join(args)}\n{run.stdout}\n{run.stderr[-3000:]}"
-        return run
+        return run_pod(self.env, *args, check=check)
 
     def episodes(self) -> dict[str, Episode]:
         """Every episode in the catalog, read in this process, which then lets go of it."""

@@ -18,7 +18,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -50,9 +49,8 @@ from pod_resources.catalog.engine import (
 )
 from pod_resources.storage import LocalObjectStore, ObjectStore
 from tests.plugins.gcs import GCSEmulator, make_gcs_store
-from tests.pod_env import gcs_postgres_env, pod_env
+from tests.pod_env import gcs_postgres_env, pod_env, run_pod
 
-POD = Path(sys.executable).parent / "pod"
 S = EpisodeStatus
 EPISODE_ASSETS = [raw_audio, transcript, cleaned_audio, final_episode]
 
@@ -68,12 +66,7 @@ class Deployment:
     """The same catalog the ``pod`` processes use, read from the test process."""
 
     def pod(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        run = subprocess.run(
-            [str(POD), *args], env=self.env, capture_output=True, text=True, timeout=600
-        )
-        if check:
-            assert run.returncode == 0, f"pod {' '.join(args)}\n{run.stdout}\n{run.stderr[-3000:]}"
-        return run
+        return run_pod(self.env, *args, check=check)
 
     def checksums(self, episode_id: str) -> dict[str, str]:
         """MD5 of every object under ``episodes/<ep>/``, read back byte for byte."""
