@@ -164,17 +164,21 @@ def align_words(pcm: np.ndarray, words: Sequence[Word]) -> AlignedChunk:
     return _fit_unaligned(tighten_to_sound(pcm, chunk))
 
 
-_DISPLACED_S = 0.6
+DISPLACED_S = 0.6
 """Farther than this outside the recogniser's own span of a word, an aligned word is
 displaced (the recogniser's times are up to half a second off)."""
 
 
+def is_displaced(word: Word, rough: Word) -> bool:
+    """Whether an aligned ``word`` lies wholly outside the recogniser's own span of it
+    (``rough``) widened by :data:`DISPLACED_S` on each side."""
+    return word.end_s < rough.start_s - DISPLACED_S or word.start_s > rough.end_s + DISPLACED_S
+
+
 def _displaced(chunk: AlignedChunk, rough: Sequence[Word]) -> int:
-    """Aligned words lying wholly outside their rough span widened by 0.6 s each side."""
+    """How many aligned words are displaced from their rough spans."""
     return sum(
-        1
-        for word, ok, guess in zip(chunk.words, chunk.aligned, rough)
-        if ok and (word.end_s < guess.start_s - _DISPLACED_S or word.start_s > guess.end_s + _DISPLACED_S)
+        1 for word, ok, guess in zip(chunk.words, chunk.aligned, rough) if ok and is_displaced(word, guess)
     )
 
 

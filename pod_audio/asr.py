@@ -38,7 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from pod_audio import fillers
-from pod_audio.align import align_words, aligner_version, dictionary_tokens
+from pod_audio.align import align_words, aligner_version, dictionary_tokens, is_displaced
 from pod_audio.errors import TranscriptionError
 from pod_audio.io import iter_blocks
 from pod_audio.transcript import Transcript, Word
@@ -235,7 +235,6 @@ _MIN_WORD_S = 0.06
 _MIN_PHONE_S = 0.03
 """An aligned word shorter than 60 ms, or than 30 ms per letter (up to six), was squeezed."""
 _NEIGHBOURS = 2
-_DISPLACED_S = 0.6
 
 
 def _neighbours_look_right(filler: Word, words: Sequence[Word], heard: Sequence[Word]) -> bool:
@@ -255,7 +254,7 @@ def _neighbours_look_right(filler: Word, words: Sequence[Word], heard: Sequence[
         letters = sum(ch.isalpha() for ch in word.text)
         if word.duration_s < max(_MIN_WORD_S, _MIN_PHONE_S * min(letters, 6)):
             return False
-        if word.end_s < rough.start_s - _DISPLACED_S or word.start_s > rough.end_s + _DISPLACED_S:
+        if is_displaced(word, rough):
             return False
     return True
 
