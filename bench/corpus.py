@@ -39,8 +39,7 @@ import json
 import os
 import subprocess
 import tempfile
-import wave
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,9 @@ import numpy as np
 from scipy.signal import butter, sosfilt
 
 from pod_audio import asr
+from pod_audio.dsp import write_wav
 from pod_audio.io import iter_blocks
+from pod_audio.pocketsphinx_engine import PocketsphinxRecogniser
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -254,15 +255,6 @@ def trim_silence(samples: np.ndarray, *, threshold_dbfs: float = -45.0) -> np.nd
     return samples[loud[0] * 160 : (loud[-1] + 1) * 160].astype(np.float32)
 
 
-def write_wav(path: Path, samples: np.ndarray) -> None:
-    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SR)
-        out.writeframes(pcm.tobytes())
-
-
 def read_16k(path: str | os.PathLike[str]) -> np.ndarray:
     return np.concatenate([b[:, 0] for b in iter_blocks(path, sample_rate=SR, channels=1)])
 
@@ -276,62 +268,89 @@ def _context(before_s: float, after_s: float) -> str:
     return ("tight", "one_side", "paused")[paused]
 
 
+def _build_set(
+    out_dir: Path, *, seed: int, n_files: int,
+    make_file: Callable[[Path, int, np.random.Generator], Item],
+) -> list[Item]:
+    """``n_files`` files made one after the other by ``make_file(out_dir, index, rng)``, all
+    drawing from one generator seeded with ``seed``."""
+    rng = np.random.default_rng(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [make_file(out_dir, index, rng) for index in range(n_files)]
+
+
+def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
+    """One of ``options``, drawn uniformly."""
+    return str(options[rng.integers(len(options))])
+
+
+def _write_file(out_dir: Path, index: int, audio: np.ndarray) -> str:
+    """``audio`` written as the set's file number ``index``; its path."""
+    path = out_dir / f"{index:03d}.wav"
+    write_wav(path, audio)
+    return str(path)
+
+
 def synthetic_set(
     out_dir: Path, *, seed: int, n_files: int, sentences: Sequence[str], voices: Sequence[str]
 ) -> list[Item]:
     """espeak sentences with fillers inserted between words at known times."""
-    rng = np.random.default_rng(seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    items: list[Item] = []
-    for index in range(n_files):
-        voice = str(voices[rng.integers(len(voices))])
-        speed = int(rng.integers(130, 181))
-        pitch = int(rng.integers(30, 71))
-        picks = rng.choice(len(sentences), size=2, replace=False)
-        words = " ".join(sentences[i] for i in picks).split()
-        n_fillers = int(rng.choice([0, 1, 2, 3], p=[0.15, 0.35, 0.3, 0.2]))
-        points = sorted(rng.choice(np.arange(1, len(words)), size=n_fillers, replace=False))
-        pieces: list[np.ndarray] = [_silence(rng.uniform(0.2, 0.6))]
-        position = len(pieces[0])
-        truth: list[TrueFiller] = []
-        spans: list[tuple[float, float]] = []
-        previous = 0
-        for point in [*points, len(words)]:
-            run = " ".join(words[previous:point])
-            text = espeak(run, voice=voice, speed_wpm=speed, pitch=pitch)
-            pieces.append(text)
-            spans.append((position / SR, (position + len(text)) / SR))
-            position += len(text)
-            previous = point
-            if point == len(words):
-                break
-            filler_text = str(rng.choice(FILLER_TEXTS, p=FILLER_WEIGHTS))
-            filler = espeak(
-                filler_text, voice=voice, speed_wpm=int(rng.integers(70, 151)), pitch=pitch
-            )
-            filler *= 10 ** (rng.uniform(-6.0, 1.0) / 20)  # fillers are often said softer
-            gaps = [
-                rng.uniform(0.15, 0.6) if rng.random() < 0.6 else rng.uniform(0.0, 0.04)
-                for _ in range(2)
-            ]
-            before, after = _silence(gaps[0]), _silence(gaps[1])
-            start = position + len(before)
-            truth.append(
-                TrueFiller(
-                    start / SR, (start + len(filler)) / SR, filler_text, _context(*gaps)
-                )
-            )
-            pieces += [before, filler, after]
-            position += len(before) + len(filler) + len(after)
-        pieces.append(_silence(rng.uniform(0.2, 0.6)))
-        audio = _recording_chain(np.concatenate(pieces), rng)
-        path = out_dir / f"{index:03d}.wav"
-        write_wav(path, audio)
-        items.append(
-            Item(str(path), len(audio) / SR, tuple(truth), voice, reference=tuple(words),
-                 speech_spans=tuple(spans))
+
+    def make_file(out_dir: Path, index: int, rng: np.random.Generator) -> Item:
+        return _synthetic_file(out_dir, index, rng, sentences=sentences, voices=voices)
+
+    return _build_set(out_dir, seed=seed, n_files=n_files, make_file=make_file)
+
+
+def _synthetic_file(
+    out_dir: Path, index: int, rng: np.random.Generator, *,
+    sentences: Sequence[str], voices: Sequence[str],
+) -> Item:
+    voice = _pick(rng, voices)
+    speed = int(rng.integers(130, 181))
+    pitch = int(rng.integers(30, 71))
+    picks = rng.choice(len(sentences), size=2, replace=False)
+    words = " ".join(sentences[i] for i in picks).split()
+    n_fillers = int(rng.choice([0, 1, 2, 3], p=[0.15, 0.35, 0.3, 0.2]))
+    points = sorted(rng.choice(np.arange(1, len(words)), size=n_fillers, replace=False))
+    pieces: list[np.ndarray] = [_silence(rng.uniform(0.2, 0.6))]
+    position = len(pieces[0])
+    truth: list[TrueFiller] = []
+    spans: list[tuple[float, float]] = []
+    previous = 0
+    for point in [*points, len(words)]:
+        run = " ".join(words[previous:point])
+        text = espeak(run, voice=voice, speed_wpm=speed, pitch=pitch)
+        pieces.append(text)
+        spans.append((position / SR, (position + len(text)) / SR))
+        position += len(text)
+        previous = point
+        if point == len(words):
+            break
+        filler_text = str(rng.choice(FILLER_TEXTS, p=FILLER_WEIGHTS))
+        filler = espeak(
+            filler_text, voice=voice, speed_wpm=int(rng.integers(70, 151)), pitch=pitch
         )
-    return items
+        filler *= 10 ** (rng.uniform(-6.0, 1.0) / 20)  # fillers are often said softer
+        gaps = [
+            rng.uniform(0.15, 0.6) if rng.random() < 0.6 else rng.uniform(0.0, 0.04)
+            for _ in range(2)
+        ]
+        before, after = _silence(gaps[0]), _silence(gaps[1])
+        start = position + len(before)
+        truth.append(
+            TrueFiller(
+                start / SR, (start + len(filler)) / SR, filler_text, _context(*gaps)
+            )
+        )
+        pieces += [before, filler, after]
+        position += len(before) + len(filler) + len(after)
+    pieces.append(_silence(rng.uniform(0.2, 0.6)))
+    audio = _recording_chain(np.concatenate(pieces), rng)
+    return Item(
+        _write_file(out_dir, index, audio), len(audio) / SR, tuple(truth), voice,
+        reference=tuple(words), speech_spans=tuple(spans),
+    )
 
 
 def _recording_chain(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -368,7 +387,7 @@ def jfk_mix_set(out_dir: Path, *, jfk_path: Path, seed: int, n_files: int) -> li
     # Splice points between words come from pocketsphinx (as when these sets were first
     # built), not from the engine under test.
     words = asr.transcribe_samples(
-        speech, recogniser=asr.PocketsphinxRecogniser(detect_fillers=False), detect_fillers=False
+        speech, recogniser=PocketsphinxRecogniser(detect_fillers=False), detect_fillers=False
     ).words
     loud_runs = _speech_runs(loud)
     # Cuts between two words with no pause between them, away from the file's ends.
@@ -391,7 +410,7 @@ def jfk_mix_set(out_dir: Path, *, jfk_path: Path, seed: int, n_files: int) -> li
             + [("word", int(at)) for at in rng.choice(word_cuts, size=n_words, replace=False)],
             key=lambda slot: slot[1],
         )
-        voice = str(JFK_FILLER_VOICES[rng.integers(len(JFK_FILLER_VOICES))])
+        voice = _pick(rng, JFK_FILLER_VOICES)
         pieces: list[np.ndarray] = []
         truth: list[TrueFiller] = []
         position = 0
@@ -428,10 +447,8 @@ def jfk_mix_set(out_dir: Path, *, jfk_path: Path, seed: int, n_files: int) -> li
         pieces.append(speech[cursor:])
         spans += _shifted_runs(loud_runs, cursor, len(speech), position)
         audio = np.concatenate(pieces)
-        path = out_dir / f"{index:03d}.wav"
-        write_wav(path, audio)
         items.append(
-            Item(str(path), len(audio) / SR, tuple(truth), voice,
+            Item(_write_file(out_dir, index, audio), len(audio) / SR, tuple(truth), voice,
                  reference=tuple(JFK_TEXT.split()), speech_spans=tuple(spans))
         )
     return items
@@ -529,36 +546,44 @@ def _say_words(
 def word_timing_set(out_dir: Path, *, seed: int, n_files: int) -> list[Item]:
     """Two sentences per file, every word synthesized on its own (150-180 wpm, several
     voices), 20-120 ms between words, 0.5 s after each sentence, faint white noise."""
-    rng = np.random.default_rng(seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    items: list[Item] = []
-    for index in range(n_files):
-        voice = str(VOICES_TIMING[rng.integers(len(VOICES_TIMING))])
-        speed = int(rng.integers(150, 181))
-        pitch = int(rng.integers(35, 66))
-        picks = rng.choice(len(SENTENCES_TIMING), size=2, replace=False)
-        pieces = [_silence(0.3)]
-        position = len(pieces[0])
-        truth: list[TrueWord] = []
-        for pick in picks:
-            said, spans, position = _say_words(
-                SENTENCES_TIMING[pick].split(), voice=voice, speed_wpm=speed, pitch=pitch,
-                rng=rng, position=position,
-            )
-            pieces += said + [_silence(0.5)]
-            position += int(0.5 * SR)
-            truth += spans
-        audio = np.concatenate(pieces)
-        audio = (audio + rng.normal(0, 3e-4, len(audio))).astype(np.float32)
-        path = out_dir / f"{index:03d}.wav"
-        write_wav(path, audio)
-        items.append(
-            Item(str(path), len(audio) / SR, (), voice,
-                 reference=tuple(w.text for w in truth), words=tuple(truth),
-                 speech_spans=tuple((w.start_s, w.end_s) for w in truth),
-                 tags={"speed_wpm": speed})
+    return _build_set(out_dir, seed=seed, n_files=n_files, make_file=_word_timing_file)
+
+
+def _word_timing_file(out_dir: Path, index: int, rng: np.random.Generator) -> Item:
+    voice = _pick(rng, VOICES_TIMING)
+    speed = int(rng.integers(150, 181))
+    pitch = int(rng.integers(35, 66))
+    picks = rng.choice(len(SENTENCES_TIMING), size=2, replace=False)
+    pieces = [_silence(0.3)]
+    position = len(pieces[0])
+    truth: list[TrueWord] = []
+    for pick in picks:
+        said, spans, position = _say_words(
+            SENTENCES_TIMING[pick].split(), voice=voice, speed_wpm=speed, pitch=pitch,
+            rng=rng, position=position,
         )
-    return items
+        pieces += said + [_silence(0.5)]
+        position += int(0.5 * SR)
+        truth += spans
+    return _word_by_word_file(
+        out_dir, index, rng, pieces, voice=voice, words=truth, tags={"speed_wpm": speed}
+    )
+
+
+def _word_by_word_file(
+    out_dir: Path, index: int, rng: np.random.Generator, pieces: list[np.ndarray], *,
+    voice: str, words: list[TrueWord], fillers: Sequence[TrueFiller] = (),
+    tags: dict[str, Any],
+) -> Item:
+    """A file built word by word: ``pieces`` under faint white noise, written as file
+    ``index``; ``words`` are its reference and its speech spans."""
+    audio = np.concatenate(pieces)
+    audio = (audio + rng.normal(0, 3e-4, len(audio))).astype(np.float32)
+    return Item(
+        _write_file(out_dir, index, audio), len(audio) / SR, tuple(fillers), voice,
+        reference=tuple(w.text for w in words), words=tuple(words),
+        speech_spans=tuple((w.start_s, w.end_s) for w in words), tags=tags,
+    )
 
 
 def held_vowel_set(out_dir: Path, *, seed: int, n_files: int) -> list[Item]:
@@ -566,67 +591,60 @@ def held_vowel_set(out_dir: Path, *, seed: int, n_files: int) -> list[Item]:
     word. Half the sentences are said slowly (95-125 wpm), half at 150-175 wpm with the last
     word stretched (55-80 wpm). Odd-numbered files have a real filler after one or two of
     those words, 60-150 ms or 0.15-0.4 s after it."""
-    rng = np.random.default_rng(seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    items: list[Item] = []
-    for index in range(n_files):
-        voice = str(VOICES_TIMING[rng.integers(len(VOICES_TIMING))])
-        pitch = int(rng.integers(35, 66))
-        with_fillers = index % 2 == 1
-        picks = rng.choice(len(HELD_SENTENCES), size=3, replace=False)
-        filler_after = (
-            set(rng.choice(3, size=int(rng.integers(1, 3)), replace=False).tolist())
-            if with_fillers else set()
-        )
-        pieces = [_silence(0.3)]
-        position = len(pieces[0])
-        truth: list[TrueWord] = []
-        fillers: list[TrueFiller] = []
-        modes = []
-        for n, pick in enumerate(picks):
-            lead, last = HELD_SENTENCES[pick]
-            if rng.random() < 0.5:
-                mode, speed, last_speed = "slow", int(rng.integers(95, 126)), None
-            else:
-                mode, speed, last_speed = (
-                    "stretched", int(rng.integers(150, 176)), int(rng.integers(55, 81))
-                )
-            modes.append(mode)
-            said, spans, position = _say_words(
-                [*lead.split(), last], voice=voice, speed_wpm=speed, pitch=pitch, rng=rng,
-                position=position, last_speed_wpm=last_speed,
+    return _build_set(out_dir, seed=seed, n_files=n_files, make_file=_held_vowel_file)
+
+
+def _held_vowel_file(out_dir: Path, index: int, rng: np.random.Generator) -> Item:
+    voice = _pick(rng, VOICES_TIMING)
+    pitch = int(rng.integers(35, 66))
+    with_fillers = index % 2 == 1
+    picks = rng.choice(len(HELD_SENTENCES), size=3, replace=False)
+    filler_after = (
+        set(rng.choice(3, size=int(rng.integers(1, 3)), replace=False).tolist())
+        if with_fillers else set()
+    )
+    pieces = [_silence(0.3)]
+    position = len(pieces[0])
+    truth: list[TrueWord] = []
+    fillers: list[TrueFiller] = []
+    modes = []
+    for n, pick in enumerate(picks):
+        lead, last = HELD_SENTENCES[pick]
+        if rng.random() < 0.5:
+            mode, speed, last_speed = "slow", int(rng.integers(95, 126)), None
+        else:
+            mode, speed, last_speed = (
+                "stretched", int(rng.integers(150, 176)), int(rng.integers(55, 81))
             )
-            pieces += said
-            truth += spans
-            if n in filler_after:
-                before = rng.uniform(0.06, 0.15) if rng.random() < 0.5 else rng.uniform(0.15, 0.4)
-                after = rng.uniform(0.2, 0.5)
-                text = str(HELD_FILLERS[rng.integers(len(HELD_FILLERS))])
-                filler = trim_silence(
-                    espeak(text, voice=voice, speed_wpm=int(rng.integers(70, 131)), pitch=pitch)
-                )
-                filler *= 10 ** (rng.uniform(-4.0, 0.0) / 20)
-                start = position + int(before * SR)
-                fillers.append(
-                    TrueFiller(start / SR, (start + len(filler)) / SR, text,
-                               _context(before, after))
-                )
-                pieces += [_silence(before), filler, _silence(after)]
-                position += int(before * SR) + len(filler) + int(after * SR)
-            pause = _silence(rng.uniform(0.5, 0.9))
-            pieces.append(pause)
-            position += len(pause)
-        audio = np.concatenate(pieces)
-        audio = (audio + rng.normal(0, 3e-4, len(audio))).astype(np.float32)
-        path = out_dir / f"{index:03d}.wav"
-        write_wav(path, audio)
-        items.append(
-            Item(str(path), len(audio) / SR, tuple(fillers), voice,
-                 reference=tuple(w.text for w in truth), words=tuple(truth),
-                 speech_spans=tuple((w.start_s, w.end_s) for w in truth),
-                 tags={"modes": modes, "with_fillers": with_fillers})
+        modes.append(mode)
+        said, spans, position = _say_words(
+            [*lead.split(), last], voice=voice, speed_wpm=speed, pitch=pitch, rng=rng,
+            position=position, last_speed_wpm=last_speed,
         )
-    return items
+        pieces += said
+        truth += spans
+        if n in filler_after:
+            before = rng.uniform(0.06, 0.15) if rng.random() < 0.5 else rng.uniform(0.15, 0.4)
+            after = rng.uniform(0.2, 0.5)
+            text = _pick(rng, HELD_FILLERS)
+            filler = trim_silence(
+                espeak(text, voice=voice, speed_wpm=int(rng.integers(70, 131)), pitch=pitch)
+            )
+            filler *= 10 ** (rng.uniform(-4.0, 0.0) / 20)
+            start = position + int(before * SR)
+            fillers.append(
+                TrueFiller(start / SR, (start + len(filler)) / SR, text,
+                           _context(before, after))
+            )
+            pieces += [_silence(before), filler, _silence(after)]
+            position += int(before * SR) + len(filler) + int(after * SR)
+        pause = _silence(rng.uniform(0.5, 0.9))
+        pieces.append(pause)
+        position += len(pause)
+    return _word_by_word_file(
+        out_dir, index, rng, pieces, voice=voice, words=truth, fillers=fillers,
+        tags={"modes": modes, "with_fillers": with_fillers},
+    )
 
 
 # --------------------------------------------------------------------------- all sets

@@ -44,8 +44,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,19 +59,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import corpus  # noqa: E402
-from bench.corpus import (  # noqa: E402,F401 - re-exported for scripts that build audio
-    JFK_PATH,
-    SR,
-    Item,
-    TrueFiller,
-    TrueWord,
-    espeak,
-    read_16k,
-    trim_silence,
-    write_wav,
-)
-from pod_audio import fillers  # noqa: E402
+from bench.corpus import JFK_PATH, SR, Item, TrueFiller, read_16k  # noqa: E402
+from pod_audio import filler_candidates, fillers  # noqa: E402
 from pod_audio.align import dictionary_tokens  # noqa: E402
+from pod_audio.dsp import as_int16  # noqa: E402
 
 MATCH_TOLERANCE_S = 0.1
 MAX_WORD_OVERLAP_S = 0.02
@@ -394,11 +383,11 @@ class _FillerTimer:
 
 
 def apply_constants(constants: dict[str, Any]) -> None:
-    """Use other fitted constants in this process (as if pasted into pod_audio/fillers.py)."""
-    fillers._FEATURE_MEAN = np.array(constants["feature_mean"])  # type: ignore[attr-defined]
-    fillers._FEATURE_SCALE = np.array(constants["feature_scale"])  # type: ignore[attr-defined]
-    fillers._WEIGHTS = np.array(constants["weights"])  # type: ignore[attr-defined]
-    fillers._BIAS = float(constants["bias"])  # type: ignore[attr-defined]
+    """Use other fitted constants in this process (as if pasted into pod_audio/filler_candidates.py)."""
+    filler_candidates._FEATURE_MEAN = np.array(constants["feature_mean"])  # type: ignore[attr-defined]
+    filler_candidates._FEATURE_SCALE = np.array(constants["feature_scale"])  # type: ignore[attr-defined]
+    filler_candidates._WEIGHTS = np.array(constants["weights"])  # type: ignore[attr-defined]
+    filler_candidates._BIAS = float(constants["bias"])  # type: ignore[attr-defined]
     if "threshold" in constants:
         threshold = float(constants["threshold"])
         fillers.DEFAULT_THRESHOLD = threshold
@@ -411,13 +400,14 @@ def _transcribe_all(engine: str, manifest: Path, out: Path) -> None:
     """Child process: transcribe every item of the manifest with ``engine``, write words and
     timings as JSON."""
     from pod_audio import asr
+    from pod_audio.pocketsphinx_engine import PocketsphinxRecogniser
 
     sets = corpus.load_manifest(manifest)
 
     def run(path: str):  # noqa: ANN202
         if engine == "whisper":
             return asr.transcribe(path)
-        return asr.transcribe(path, recogniser=asr.PocketsphinxRecogniser())
+        return asr.transcribe(path, recogniser=PocketsphinxRecogniser())
 
     started = time.perf_counter()
     run(str(JFK_PATH))  # load the model (and warm the caches) before the clock starts
@@ -535,11 +525,10 @@ def aligned_words_of(items: Sequence[Item], cache_path: Path) -> list[dict[str, 
     if missing:
         from pod_audio import asr
         from pod_audio.align import align_words
-        from pod_audio.transcript import Word
 
         engine = asr.default_recogniser()
         for n, item in enumerate(missing):
-            pcm = asr._as_int16(read_16k(item.path))
+            pcm = as_int16(read_16k(item.path))
             words = engine.recognise(pcm.astype(np.float32) / 32768.0)
             result = align_words(pcm, words) if words else None
             aligned_words = list(result.words) if result else []
@@ -553,7 +542,6 @@ def aligned_words_of(items: Sequence[Item], cache_path: Path) -> list[dict[str, 
             if n % 10 == 9:
                 cache_path.write_text(json.dumps(cache))
         cache_path.write_text(json.dumps(cache))
-        del Word
     return [cache[item.path] for item in items]
 
 
@@ -599,18 +587,18 @@ def candidate_rows(
                     for f in item.fillers
                 )
             )
-    return np.array(vectors).reshape(-1, len(fillers.FEATURE_NAMES)), np.array(labels, dtype=float)
+    return np.array(vectors).reshape(-1, len(filler_candidates.FEATURE_NAMES)), np.array(labels, dtype=float)
 
 
 def fit_logistic(
     x: np.ndarray, y: np.ndarray, *, l2: float = 1.0, iterations: int = 4000, rate: float = 0.1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """L2-regularised logistic regression on standardised features by gradient descent, each
-    weight held to the sign :data:`pod_audio.fillers.FEATURE_SIGNS` allows.
+    weight held to the sign :data:`pod_audio.filler_candidates.FEATURE_SIGNS` allows.
 
     Returns ``(mean, scale, weights, bias)``.
     """
-    signs = np.array([fillers.FEATURE_SIGNS[name] for name in fillers.FEATURE_NAMES])
+    signs = np.array([filler_candidates.FEATURE_SIGNS[name] for name in filler_candidates.FEATURE_NAMES])
     mean = x.mean(axis=0)
     scale = x.std(axis=0) + 1e-9
     z = (x - mean) / scale
@@ -628,10 +616,10 @@ def fit_logistic(
 
 def current_constants() -> dict[str, Any]:
     return {
-        "feature_mean": fillers._FEATURE_MEAN.tolist(),  # type: ignore[attr-defined]
-        "feature_scale": fillers._FEATURE_SCALE.tolist(),  # type: ignore[attr-defined]
-        "weights": fillers._WEIGHTS.tolist(),  # type: ignore[attr-defined]
-        "bias": float(fillers._BIAS),  # type: ignore[attr-defined]
+        "feature_mean": filler_candidates._FEATURE_MEAN.tolist(),  # type: ignore[attr-defined]
+        "feature_scale": filler_candidates._FEATURE_SCALE.tolist(),  # type: ignore[attr-defined]
+        "weights": filler_candidates._WEIGHTS.tolist(),  # type: ignore[attr-defined]
+        "bias": float(filler_candidates._BIAS),  # type: ignore[attr-defined]
         "threshold": float(fillers.DEFAULT_THRESHOLD),
     }
 
@@ -719,7 +707,7 @@ def fit(
     x, y = candidate_rows(tune_items, tune_aligned)
     mean, scale, weights, bias = fit_logistic(x, y, l2=l2)
     print(f"{len(y)} candidates in the gaps, {int(y.sum())} on fillers")
-    for name, weight in zip(fillers.FEATURE_NAMES, weights):
+    for name, weight in zip(filler_candidates.FEATURE_NAMES, weights):
         print(f"  {name:<24} {weight:+.3f}")
     new = {
         "feature_mean": [float(f"{v:.4g}") for v in mean],
@@ -924,7 +912,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_before": load_before,
         "load_after": _load(),
         "quick": args.quick,
-        "constants": str(args.constants) if args.constants else "pod_audio/fillers.py",
+        "constants": str(args.constants) if args.constants else "pod_audio/filler_candidates.py",
         "match_tolerance_s": MATCH_TOLERANCE_S,
         "max_word_overlap_s": MAX_WORD_OVERLAP_S,
         "seeds": {k: v for k, v in corpus.SEEDS.items() if k in sets},

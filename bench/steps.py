@@ -61,7 +61,8 @@ def _pydub_silence(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _clean(args: argparse.Namespace) -> dict[str, Any]:
-    from pod_audio.cuts import build_cut_list, remap_transcript
+    from pod_audio.cut_builder import build_cut_list
+    from pod_audio.cuts import remap_transcript
     from pod_audio.render import render_cut_list
     from pod_audio.silence import detect_silences_in_file
     from pod_audio.transcript import Transcript
@@ -91,7 +92,7 @@ def _clean(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _final(args: argparse.Namespace) -> dict[str, Any]:
-    from pod_audio.master import render_final
+    from pod_audio.mastering import render_final
     from pod_audio.tags import EpisodeTags
 
     report = render_final(
@@ -110,8 +111,9 @@ def _final(args: argparse.Namespace) -> dict[str, Any]:
 
 def _transcribe(args: argparse.Namespace) -> dict[str, Any]:
     from pod_audio import asr
+    from pod_audio.pocketsphinx_engine import PocketsphinxRecogniser
 
-    recogniser = asr.PocketsphinxRecogniser() if args.engine == "pocketsphinx" else None
+    recogniser = PocketsphinxRecogniser() if args.engine == "pocketsphinx" else None
     transcript = asr.transcribe(args.input, recogniser=recogniser)
     return {
         "engine": transcript.engine,
@@ -132,8 +134,9 @@ _STEPS = {
 _IMPORTS = {
     "silence": ("pod_audio.silence",),
     "pydub_silence": ("pydub", "pydub.silence"),
-    "clean": ("pod_audio.cuts", "pod_audio.render", "pod_audio.silence", "pod_audio.transcript"),
-    "final": ("pod_audio.loudness", "pod_audio.master", "pod_audio.tags"),
+    "clean": ("pod_audio.cut_builder", "pod_audio.cuts", "pod_audio.render", "pod_audio.silence",
+              "pod_audio.transcript"),
+    "final": ("pod_audio.loudness", "pod_audio.mastering", "pod_audio.tags"),
     "transcribe": ("pod_audio.asr", "pod_audio.align", "pod_audio.whisper", "pocketsphinx",
                    "faster_whisper"),
 }

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import butter, lfilter, lfilter_zi, sosfilt
 
-from pod_audio.io import iter_blocks, open_writer
+from pod_audio.io import iter_blocks
+from pod_audio.writer import open_writer
 from pod_audio.transcript import Transcript, Word
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 
     python deploy/serve.py [--host 127.0.0.1] [--port 3000] [--dagster-home DIR]
                            [--instance-config deploy/dagster.yaml] [--pools deploy/pools.yaml]
-                           [--log-dir DIR] [--stop-timeout 30]
+                           [--log-dir DIR] [--stop-timeout 30] [--media-port 3001]
 
 What it does, in order:
 
@@ -16,6 +16,10 @@ What it does, in order:
 4. Starts ``dagster-webserver`` and ``dagster-daemon``, each in its own process group with
    the default signal handlers restored (a process started in the background otherwise
    inherits an ignored SIGINT).
+   With a local store (``POD_STORAGE_URL`` unset or ``file://``) it also starts the
+   read-only media server, ``pod serve-media`` on 127.0.0.1:``--media-port`` (0: not),
+   which the UI's and ``pod status``'s links point at. It is not essential: if it stops
+   (its port taken), the webserver and daemon go on.
 5. On Ctrl-C, SIGTERM or SIGHUP, or when either process exits, stops both: SIGTERM to each
    process group (the code servers and run workers they started are in it), then SIGKILL
    to whatever is left after ``--stop-timeout`` seconds. Runs cut short this way fail; unless
@@ -281,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace", type=Path, default=REPO / "workspace.yaml")
     parser.add_argument("--log-dir", type=Path, help="write webserver.log and daemon.log here")
     parser.add_argument("--stop-timeout", type=float, default=30.0, help="seconds before SIGKILL")
+    parser.add_argument(
+        "--media-port", type=int, default=3001,
+        help="media server port for a local store (default 3001; 0: no media server)",
+    )
     return parser
 
 
@@ -308,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         args.log_dir.mkdir(parents=True, exist_ok=True)
 
     services = Services()
+    media = Services()
     workspace = str(args.workspace.resolve())
     serve_env = home / SERVE_ENV_FILE
     exit_code = 0
@@ -324,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         services.start(
             "daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env=env, log_dir=args.log_dir
         )
+        if args.media_port and env.get("POD_STORAGE_URL", "file://").startswith("file://"):
+            media.start("media", [str(BIN / "pod"), "serve-media", "--port", str(args.media_port)],
+                        env=env, log_dir=args.log_dir)
+            _log(f"media server on http://127.0.0.1:{args.media_port}")
         _log(
             f"webserver on http://{args.host}:{args.port}, daemon running "
             f"(DAGSTER_HOME={dagster_home}); Ctrl-C stops both"
@@ -338,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         for sig in _STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
         services.stop(args.stop_timeout)
+        media.stop(args.stop_timeout)
         remove_serve_env(serve_env)
         _log("stopped")
     return exit_code

@@ -6,7 +6,16 @@
     episodes/<ep>/cut_list.json
     episodes/<ep>/cleaned.flac
     episodes/<ep>/cleaned_transcript.json
+    episodes/<ep>/cleaned_set.json           what the last finished cleaning wrote (written last)
     episodes/<ep>/episode.mp3
+    episodes/<ep>/subtitles.vtt|.srt|.json   final timeline (WebVTT, SRT, Podcasting 2.0)
+    episodes/<ep>/chapter_marks.txt|.json    the producer's chapter marks, raw timeline
+    episodes/<ep>/chapters.json              Podcasting 2.0 chapters, final timeline
+    episodes/<ep>/edit.png                   the edit as a picture (docs/review.md)
+    episodes/<ep>/edit_sketch.json           the raw audio reduced for drawing it
+    episodes/<ep>/cut_labels.txt             removed spans, Audacity labels, raw timeline
+    episodes/<ep>/cleaned.edl                cleaned timeline, CMX 3600 EDL
+    show/feed.xml, show/artwork.<ext>, show/statistics.csv
 
 Every version of an upload name is an episode of its own: version 1 has the name's id
 (:func:`episode_id_for`), version n the id ``<that id>-v<n>``
@@ -34,7 +43,20 @@ TRANSCRIPT = "transcript.json"
 CUT_LIST = "cut_list.json"
 CLEANED_AUDIO = "cleaned.flac"
 CLEANED_TRANSCRIPT = "cleaned_transcript.json"
+CLEANED_SET = "cleaned_set.json"
+"""The keys and generations one ``cleaned_audio`` run wrote (:mod:`pod_assets.episodes.cleaned_set`)."""
 FINAL_EPISODE = "episode.mp3"
+SUBTITLES_VTT = "subtitles.vtt"
+SUBTITLES_SRT = "subtitles.srt"
+TRANSCRIPT_JSON = "subtitles.json"
+"""The Podcasting 2.0 JSON transcript (one segment per word, final timeline)."""
+CHAPTERS = "chapters.json"
+CHAPTER_MARKS = "chapter_marks"
+"""``chapter_marks.txt`` or ``.json``: the producer's marks on the raw timeline, as sent."""
+EDIT_IMAGE = "edit.png"
+EDIT_SKETCH = "edit_sketch.json"
+CUT_LABELS = "cut_labels.txt"
+CUT_EDL = "cleaned.edl"
 
 ARTIFACT_FILES: dict[str, str] = {
     "transcript": TRANSCRIPT,
@@ -42,6 +64,13 @@ ARTIFACT_FILES: dict[str, str] = {
     "cut_list": CUT_LIST,
     "cleaned_transcript": CLEANED_TRANSCRIPT,
     "final_episode": FINAL_EPISODE,
+    "subtitles_vtt": SUBTITLES_VTT,
+    "subtitles_srt": SUBTITLES_SRT,
+    "transcript_json": TRANSCRIPT_JSON,
+    "chapters": CHAPTERS,
+    "edit_image": EDIT_IMAGE,
+    "cut_labels": CUT_LABELS,
+    "cut_edl": CUT_EDL,
 }
 ARTIFACT_STAGES: tuple[str, ...] = ("raw_audio", *ARTIFACT_FILES)
 
@@ -99,6 +128,24 @@ def display_title(object_name: str) -> str:
     )
     cleaned = re.sub(r"[\s_]+", " ", cleaned).strip()
     return cleaned[:200] or "Untitled episode"
+
+
+CHAPTER_SIDECAR_FORMATS = {".chapters.txt": "txt", ".chapters.json": "json"}
+"""``uploads/<name>.chapters.txt`` (Audacity labels) or ``.chapters.json`` (Podcasting 2.0)
+beside an upload ``<name>``: the producer's chapter marks for it, never audio."""
+
+
+def is_chapter_sidecar(object_name: str) -> bool:
+    return object_name.lower().endswith(tuple(CHAPTER_SIDECAR_FORMATS))
+
+
+def chapter_sidecar_names(object_name: str) -> list[tuple[str, str]]:
+    """``(sidecar name, format)`` an upload's chapter marks may have, preferred first:
+    ``show.mp3.chapters.txt`` before ``show.chapters.txt``."""
+    stem, _ = _stem_and_ext(object_name)
+    folder = object_name[: len(object_name) - len(object_name.replace("\\", "/").rsplit("/", 1)[-1])]
+    bases = dict.fromkeys([object_name, folder + stem])
+    return [(base + suffix, fmt) for base in bases for suffix, fmt in CHAPTER_SIDECAR_FORMATS.items()]
 
 
 def upload_key(object_name: str) -> str:

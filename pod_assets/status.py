@@ -7,7 +7,8 @@ Every episode asset runs its body inside :func:`episode_step`:
 * on failure it moves to ``error`` with the step and a message a producer understands,
   unless the step is about to be retried;
 * when the step is the last episode asset the run materialises, it moves to
-  ``processed``.
+  ``processed``, and back to ``published`` when this reprocessing began from there
+  (:func:`pod_assets.publish.publishing.republish_after_reprocess`).
 * a stop from outside (``dg.DagsterExecutionInterruptedError`` or ``KeyboardInterrupt``:
   a signal, a run terminated from the UI) moves it to ``error`` saying where it stopped,
   and ends the run: an interrupt is never retried;
@@ -25,15 +26,33 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import dagster as dg
 
-from pod_audio.errors import AudioInputError
+from pod_audio.errors import AudioInputError, PermanentError
+from pod_assets.publish.publishing import republish_after_reprocess
+from pod_assets.tags import CLAIM_TAG, RUN_KEY_TAG
 from pod_resources.catalog import Catalog, Episode, EpisodeStatus
-from pod_resources.storage import ObjectNotFoundError
 
-EPISODE_STEPS: tuple[str, ...] = ("raw_audio", "transcript", "cleaned_audio", "final_episode")
+EPISODE_STEPS: tuple[str, ...] = (
+    "raw_audio", "transcript", "cleaned_audio", "final_episode", "subtitles", "chapters",
+)
+FOLLOW_UP_STEPS: tuple[str, ...] = ("subtitles", "chapters")
+"""Steps that read what ``final_episode`` writes (the intro offset, the MP3 that carries the
+chapter frames) and the cleaned timeline it was made from."""
+
+
+def with_follow_ups(steps: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``steps`` plus :data:`FOLLOW_UP_STEPS` when they rewrite the final episode, in
+    pipeline order: re-mastering alone would leave ``episode.mp3`` without its chapter
+    frames and the subtitles on the old timeline."""
+    wanted = set(steps)
+    if "final_episode" in wanted:
+        wanted |= set(FOLLOW_UP_STEPS)
+    return tuple(step for step in EPISODE_STEPS if step in wanted)
+
+
 RAW_MEDIA_STEPS: frozenset[str] = frozenset({"raw_audio", "transcript", "cleaned_audio"})
 """Steps that read the raw media. Only these are refused after the retention purge; later
 steps start from the stored cleaned audio."""
@@ -44,14 +63,17 @@ TRANSIENT_RETRY_POLICY = dg.RetryPolicy(
     backoff=dg.Backoff.EXPONENTIAL,
     jitter=dg.Jitter.PLUS_MINUS,
 )
-"""Retries storage hiccups, dropped connections and ASR timeouts. Bad input is a
-:class:`EpisodeInputError` (``dg.Failure(allow_retries=False)``) and is never retried."""
+"""Retries storage hiccups, dropped connections and ASR timeouts. A permanent problem (bad
+input, a missing input object, purged raw media) is a :class:`~pod_audio.errors.PermanentError`;
+the step fails with it as an :class:`EpisodeInputError` (``dg.Failure(allow_retries=False)``),
+which Dagster never retries."""
 
 _MAX_ERROR_CHARS = 2000
 
 
-class EpisodeInputError(dg.Failure):
-    """A permanent problem with an episode (bad audio, purged or missing input)."""
+class EpisodeInputError(PermanentError, dg.Failure):
+    """A permanent problem with an episode (bad audio, purged or missing input), as the step
+    failure Dagster never retries."""
 
     def __init__(self, message: str, *, metadata: dict | None = None):
         super().__init__(description=message, metadata=metadata, allow_retries=False)
@@ -60,11 +82,6 @@ class EpisodeInputError(dg.Failure):
 
 INTERRUPTS: tuple[type[BaseException], ...] = (dg.DagsterExecutionInterruptedError, KeyboardInterrupt)
 """How a stop reaches a step: a signal to ``pod run``, or a run terminated from the UI."""
-
-RUN_KEY_TAG = "dagster/run_key"
-CLAIM_TAG = "pod/claim"
-"""The owner under which ``pod run`` claimed the run key before launching the run."""
-
 
 class EpisodeStepInterrupted(dg.Failure):
     """The step was stopped from outside. Never retried: the run ends here."""
@@ -131,6 +148,14 @@ def _interrupted(
     )
     _mark_error(catalog, episode_id, run_id=run_id, step=step, error=message)
     return EpisodeStepInterrupted(message)
+
+
+def _fail_permanently(exc: PermanentError, step: str) -> NoReturn:
+    """Fail the step with ``exc`` so that Dagster never retries it: as it is when it is such
+    a ``dg.Failure`` already, else as an :class:`EpisodeInputError` naming the step."""
+    if isinstance(exc, dg.Failure):
+        raise exc
+    raise EpisodeInputError(f"{step}: {exc}") from exc
 
 
 def describe_error(exc: BaseException) -> str:
@@ -221,6 +246,9 @@ def episode_step(
         )
     except INTERRUPTS as exc:
         raise _interrupted(catalog, episode_id=episode_id, run_id=run_id, step=step) from exc
+    except PermanentError as exc:
+        # Refused before the run owned the episode (raw media purged): nothing to mark.
+        _fail_permanently(exc, step)
     try:
         yield state
     except INTERRUPTS as exc:
@@ -230,13 +258,13 @@ def episode_step(
     except BaseException as exc:
         # Bad audio and a missing input object are permanent: fail once, never retry
         # (an input either exists or the step fails at once; nothing polls for it).
-        permanent = isinstance(exc, (EpisodeInputError, AudioInputError, ObjectNotFoundError))
+        permanent = isinstance(exc, PermanentError)
         retries_left = context.retry_number < TRANSIENT_RETRY_POLICY.max_retries
         if permanent or not retries_left or not isinstance(exc, Exception):
             message = describe_error(exc)
             _mark_error(catalog, episode_id, run_id=run_id, step=step, error=message)
-        if isinstance(exc, (AudioInputError, ObjectNotFoundError)):
-            raise EpisodeInputError(f"{step}: {exc}") from exc
+        if isinstance(exc, PermanentError):
+            _fail_permanently(exc, step)
         raise
     if state.failed_checks:
         checks = "; ".join(state.failed_checks)[:_MAX_ERROR_CHARS]
@@ -244,12 +272,13 @@ def episode_step(
         return
     steps = _steps_in_run(context)
     if steps and steps[-1] == step:
-        catalog.set_status(
+        if catalog.set_status(
             episode_id,
             expected=EpisodeStatus.PROCESSING,
             new=EpisodeStatus.PROCESSED,
             only_if_run_id=run_id,
-        )
+        ):
+            republish_after_reprocess(catalog, episode_id)
 
 
 def mark_run_failed(catalog: Catalog, *, episode_id: str, run_id: str, message: str) -> bool:

@@ -23,14 +23,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from pod_audio.dsp import SAMPLE_RATE
 from pod_audio.errors import TranscriptionError
 from pod_audio.transcript import Word
 
 __all__ = [
-    "AlignedChunk", "align_words", "aligner_version", "dictionary_tokens", "tighten_to_sound",
+    "AlignedChunk", "align_with_hesitations", "align_words", "aligner_version",
+    "dictionary_tokens", "frame_levels_db", "quiet_level_db", "tighten_to_sound",
 ]
 
-SAMPLE_RATE = 16000
 FRAMES_PER_S = 100
 _MIN_ALIGN_SAMPLES = SAMPLE_RATE // 10
 
@@ -164,6 +165,24 @@ def align_words(pcm: np.ndarray, words: Sequence[Word]) -> AlignedChunk:
     return _fit_unaligned(tighten_to_sound(pcm, chunk))
 
 
+def align_with_hesitations(pcm: np.ndarray, words: Sequence[Word]) -> AlignedChunk:
+    """Align ``words`` like :func:`align_words`, always with an optional hesitation ("um",
+    "uh", "er", "ah", "hmm") between any two words.
+
+    A filler the recogniser left out then has a place of its own instead of stretching a
+    neighbouring word over it, so it shows as a gap. The same slots also take the held end
+    of a drawn-out word ("sooo"): a gap found only here is a filler only when quiet sets it
+    apart from the word (see :func:`pod_audio.filler_checks.set_apart`). The transcript's
+    word times come from :func:`align_words`, whose boundaries are tighter.
+    """
+    if not words:
+        return AlignedChunk((), ())
+    pcm = np.ascontiguousarray(pcm, dtype=np.int16).reshape(-1)
+    tokens = [dictionary_tokens(w.text) for w in words]
+    chunk = _align_range(pcm, list(words), tokens, offset=0, depth=0, hesitations=True)
+    return _fit_unaligned(tighten_to_sound(pcm, chunk))
+
+
 DISPLACED_S = 0.6
 """Farther than this outside the recogniser's own span of a word, an aligned word is
 displaced (the recogniser's times are up to half a second off)."""
@@ -214,23 +233,66 @@ def tighten_to_sound(pcm: np.ndarray, chunk: AlignedChunk) -> AlignedChunk:
     n = len(samples) // _FRAME_SAMPLES
     if n < 3:
         return chunk
-    frames = samples[: n * _FRAME_SAMPLES].reshape(n, _FRAME_SAMPLES)
-    level_db = 10.0 * np.log10(np.mean(frames * frames, axis=1) + 1e-12)
-    floor_db = float(np.percentile(level_db, 10))
-    speech_db = float(np.percentile(level_db, 95))
-    quiet_db = floor_db + min(_QUIET_MAX_DB, max(_QUIET_MIN_DB, 0.2 * (speech_db - floor_db)))
+    level_db = frame_levels_db(samples[: n * _FRAME_SAMPLES])
+    quiet_db = quiet_level_db(level_db)
     out: list[Word] = []
-    for word in chunk.words:
+    for word, aligned in zip(chunk.words, chunk.aligned):
         # Unaligned words too: the recogniser's own span of a word often takes in the pause
-        # next to it.
+        # next to it, or a whole pause between two stretches of sound.
         lo = int(round(word.start_s * FRAMES_PER_S))
         hi = min(n, int(round(word.end_s * FRAMES_PER_S)))
+        if not aligned:
+            if not np.any(level_db[lo:hi] >= quiet_db) and out:
+                # No sound at all where the recogniser put it (a word heard in a pause):
+                # kept, on the shortest span right after the word before it, so that it
+                # does not hold the pause open.
+                lo = min(n - _MIN_WORD_FRAMES, int(round(out[-1].end_s * FRAMES_PER_S)))
+                out.append(replace(word, start_s=lo / FRAMES_PER_S, end_s=(lo + _MIN_WORD_FRAMES) / FRAMES_PER_S))
+                continue
+            lo, hi = _loudest_stretch(level_db, lo, hi, quiet_db)
         while hi - lo > _MIN_WORD_FRAMES and level_db[lo] < quiet_db:
             lo += 1
         while hi - lo > _MIN_WORD_FRAMES and level_db[hi - 1] < quiet_db:
             hi -= 1
         out.append(replace(word, start_s=lo / FRAMES_PER_S, end_s=max(hi, lo + 1) / FRAMES_PER_S))
     return AlignedChunk(tuple(out), chunk.aligned)
+
+
+def quiet_level_db(level_db: np.ndarray) -> float:
+    """The level (dBFS) under which a 10 ms frame of a chunk holds only background: the
+    chunk's noise floor (10th percentile of ``level_db``) plus a fifth of the floor-to-speech
+    range (95th percentile), that fifth kept within 6-12 dB."""
+    floor_db = float(np.percentile(level_db, 10))
+    speech_db = float(np.percentile(level_db, 95))
+    return floor_db + min(_QUIET_MAX_DB, max(_QUIET_MIN_DB, 0.2 * (speech_db - floor_db)))
+
+
+_PAUSE_IN_WORD_FRAMES = 30
+"""A quiet run this long (0.3 s) inside an unaligned word's span is a pause, not the word."""
+
+
+def _loudest_stretch(level_db: np.ndarray, lo: int, hi: int, quiet_db: float) -> tuple[int, int]:
+    """Of the stretches of sound in frames ``[lo, hi)`` that pauses (0.3 s or more of quiet)
+    separate, the one with the most sound: where an unaligned word most likely is. The whole
+    span when there is no such pause."""
+    sound = level_db[lo:hi] >= quiet_db
+    stretches: list[list[int]] = []
+    for index in np.flatnonzero(sound).tolist():
+        if stretches and index - stretches[-1][1] < _PAUSE_IN_WORD_FRAMES:
+            stretches[-1][1] = index + 1
+        else:
+            stretches.append([index, index + 1])
+    if len(stretches) < 2:
+        return lo, hi
+    start, end = max(stretches, key=lambda r: int(np.count_nonzero(sound[r[0] : r[1]])))
+    return lo + start, lo + end
+
+
+def frame_levels_db(samples: np.ndarray) -> np.ndarray:
+    """RMS level in dBFS of each 10 ms frame of ``samples`` (float in ``[-1, 1]`` at 16 kHz,
+    a whole number of frames long), ``float32``, shape ``(frames,)``."""
+    frames = np.asarray(samples, dtype=np.float32).reshape(-1, _FRAME_SAMPLES)
+    return (10.0 * np.log10(np.mean(frames * frames, axis=1) + 1e-12)).astype(np.float32)
 
 
 _FRAME_SAMPLES = SAMPLE_RATE // FRAMES_PER_S

@@ -21,9 +21,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy.signal import firwin, oaconvolve, sosfilt
+from scipy.signal import sosfilt
 
+from pod_audio.dsp import amplitude_to_db, power_to_db
 from pod_audio.io import iter_blocks, probe
+from pod_audio.oversampling import (
+    Interpolator,
+    candidate_spans,
+    interpolator,
+    max_abs_over_channels,
+    oversampling_factor,
+)
 
 __all__ = [
     "ABSOLUTE_GATE_LUFS",
@@ -31,14 +39,10 @@ __all__ = [
     "LoudnessReport",
     "RELATIVE_GATE_LU",
     "TruePeakMeter",
-    "candidate_runs",
-    "candidate_spans",
     "channel_weights",
-    "concat_ranges",
     "feed_concurrently",
     "k_weighting_sos",
     "measure",
-    "to_db",
 ]
 
 ABSOLUTE_GATE_LUFS = -70.0
@@ -59,11 +63,6 @@ _DEFAULT_WEIGHTS: dict[int, tuple[float, ...]] = {
     6: (1.0, 1.0, 1.0, 0.0, _SURROUND_WEIGHT, _SURROUND_WEIGHT),  # L R C LFE Ls Rs
     8: (1.0, 1.0, 1.0, 0.0) + (_SURROUND_WEIGHT,) * 4,  # 7.1: L R C LFE Lb Rb Ls Rs
 }
-
-
-def to_db(value: float) -> float:
-    """``20 log10(value)``, ``-inf`` for 0 (amplitude ratio to dB)."""
-    return 20.0 * math.log10(value) if value > 0 else float("-inf")
 
 
 def channel_weights(channels: int) -> tuple[float, ...]:
@@ -209,8 +208,7 @@ class LoudnessMeter:
     def block_loudness_lufs(self) -> np.ndarray:
         """Loudness of every complete 400 ms gating block so far, LUFS, shape ``(blocks,)``."""
         powers = np.frombuffer(self._block_powers, dtype=np.float64)
-        with np.errstate(divide="ignore"):
-            return _LUFS_OFFSET + 10.0 * np.log10(powers)
+        return _LUFS_OFFSET + power_to_db(powers)
 
     def integrated_lufs(self) -> float:
         """Gated integrated loudness of everything added so far, in LUFS.
@@ -228,146 +226,6 @@ class LoudnessMeter:
         if gated.size == 0:
             return float("-inf")
         return _LUFS_OFFSET + 10.0 * math.log10(float(np.mean(gated)))
-
-
-@dataclass(frozen=True)
-class Interpolator:
-    """Polyphase FIR of a ``factor``-times oversampler.
-
-    ``taps`` has shape ``(per_phase, factor)``: output phase ``p`` for input index ``n`` is
-    ``sum_j taps[j, p] * x[n - per_phase + 1 + j]``, a point between ``x[n - per_phase // 2]``
-    and ``x[n - per_phase // 2 + 1]`` (the filter's delay).
-    """
-
-    factor: int
-    taps: np.ndarray
-    l1_max: float
-    """Largest sum of ``|taps|`` over a phase: no output exceeds ``l1_max * max |input|``."""
-
-    @property
-    def per_phase(self) -> int:
-        return int(self.taps.shape[0])
-
-    def peaks(self, extended: np.ndarray) -> np.ndarray:
-        """Largest ``|oversampled value|`` over channels and phases, per input frame.
-
-        Args:
-            extended: ``(per_phase - 1 + frames, channels)``: the ``per_phase - 1`` frames
-                before a stretch, then the stretch.
-
-        Returns:
-            Shape ``(frames,)``, float32.
-        """
-        data = np.asarray(extended, dtype=np.float32)
-        # FFT convolution of every channel with every phase at once: (frames, ch, phases).
-        kernel = self.taps[::-1].astype(np.float32)[:, np.newaxis, :]
-        values = np.abs(oaconvolve(data[:, :, np.newaxis], kernel, mode="valid", axes=0))
-        return values.reshape(values.shape[0], -1).max(axis=1)
-
-    def run_peaks(self, extended: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
-        """:meth:`peaks` of several stretches of one extended block, in one convolution.
-
-        Args:
-            extended: ``(per_phase - 1 + frames, channels)``, as for :meth:`peaks`.
-            starts, stops: output frames ``[start, stop)`` of each stretch, ascending and
-                not overlapping (as :func:`candidate_spans` gives them).
-
-        Returns:
-            The peaks of every stretch, concatenated in order, float32.
-
-        Each stretch is copied with the ``per_phase - 1`` frames before it, and the copies
-        are laid end to end: a valid output whose inputs all lie in one copy is that
-        stretch's own output, so one FFT convolution serves them all and the outputs that
-        straddle two copies are dropped.
-        """
-        history = self.per_phase - 1
-        lengths = stops - starts
-        if lengths.size == 1:
-            return self.peaks(extended[int(starts[0]) : int(stops[0]) + history])
-        gathered = extended[concat_ranges(starts, lengths + history)]
-        values = self.peaks(gathered)
-        copy_starts = np.cumsum(lengths + history) - (lengths + history)
-        return values[concat_ranges(copy_starts, lengths)]
-
-
-@lru_cache(maxsize=8)
-def interpolator(factor: int, taps_per_phase: int) -> Interpolator:
-    """The oversampling filter used for true peaks: Kaiser-windowed sinc, cut-off at the
-    original Nyquist frequency, ``factor * taps_per_phase`` taps in all."""
-    n = factor * taps_per_phase
-    h = firwin(n, 1.0 / factor, window=("kaiser", 7.0)) * factor
-    # taps[j, p] = h[p + factor * (per_phase - 1 - j)]
-    taps = h.reshape(taps_per_phase, factor)[::-1].copy()
-    l1 = float(np.max(np.sum(np.abs(taps), axis=0)))
-    return Interpolator(factor=factor, taps=taps.astype(np.float64), l1_max=max(l1, 1.0))
-
-
-def max_abs_over_channels(frames: np.ndarray) -> np.ndarray:
-    """``max |x|`` over the channels of ``(frames, channels)``, shape ``(frames,)``."""
-    out = np.abs(frames[:, 0])
-    for ch in range(1, frames.shape[1]):
-        np.maximum(out, np.abs(frames[:, ch]), out=out)
-    return out
-
-
-def candidate_spans(
-    magnitude: np.ndarray, *, frames: int, interp: Interpolator, threshold: float,
-    chunk_frames: int = 32,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stretches ``[start, stop)`` of output frames whose oversampled peak may exceed ``threshold``.
-
-    ``magnitude`` is :func:`max_abs_over_channels` of the extended block (history first).
-    Outputs of a chunk read its inputs and the next ``per_phase - 1``; where ``l1_max``
-    times their largest magnitude is at most ``threshold``, no output can exceed it.
-    Adjacent candidate chunks are merged. The bound is exact arithmetic on the filter, so
-    skipping never changes a result; small chunks (``chunk_frames >= per_phase - 1``)
-    follow the audio's own peaks closely and leave most of it out.
-
-    Returns:
-        ``(starts, stops)``, int64 arrays of equal length (empty when nothing can exceed).
-    """
-    if chunk_frames < interp.per_phase - 1:
-        raise ValueError(f"chunk_frames must be at least {interp.per_phase - 1}")
-    n_chunks = -(-frames // chunk_frames)
-    padded = np.zeros((n_chunks + 1) * chunk_frames, dtype=magnitude.dtype)
-    padded[: magnitude.shape[0]] = magnitude[: padded.shape[0]]
-    chunk_max = padded.reshape(-1, chunk_frames).max(axis=1)
-    bound = np.maximum(chunk_max[:-1], chunk_max[1:]).astype(np.float64) * interp.l1_max
-    candidates = np.flatnonzero(bound > threshold)
-    if candidates.size == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty
-    breaks = np.flatnonzero(np.diff(candidates) > 1)
-    starts = np.concatenate((candidates[:1], candidates[breaks + 1])) * chunk_frames
-    stops = (np.concatenate((candidates[breaks], candidates[-1:])) + 1) * chunk_frames
-    return starts.astype(np.int64), np.minimum(stops, frames).astype(np.int64)
-
-
-def candidate_runs(
-    magnitude: np.ndarray, *, frames: int, interp: Interpolator, threshold: float,
-    chunk_frames: int = 32,
-) -> list[tuple[int, int]]:
-    """:func:`candidate_spans` as a list of ``(start, stop)`` pairs."""
-    starts, stops = candidate_spans(
-        magnitude, frames=frames, interp=interp, threshold=threshold, chunk_frames=chunk_frames
-    )
-    return [(int(a), int(b)) for a, b in zip(starts, stops)]
-
-
-def concat_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Indices ``start, start + 1, ..., start + length - 1`` of every range, concatenated."""
-    total = int(np.sum(lengths))
-    ends = np.cumsum(lengths)
-    return np.arange(total, dtype=np.int64) + np.repeat(starts - (ends - lengths), lengths)
-
-
-def oversampling_factor(sample_rate: int) -> int:
-    """Oversampling for true peak: 4x below 88.2 kHz, 2x below 176.4 kHz, else 1x."""
-    if sample_rate < 88200:
-        return 4
-    if sample_rate < 176400:
-        return 2
-    return 1
 
 
 class TruePeakMeter:
@@ -417,11 +275,11 @@ class TruePeakMeter:
 
     def true_peak_dbtp(self) -> float:
         """True peak in dBTP; ``-inf`` for digital silence."""
-        return to_db(self.true_peak())
+        return amplitude_to_db(self.true_peak())
 
     def sample_peak_dbfs(self) -> float:
         """Largest sample magnitude in dBFS; ``-inf`` for digital silence."""
-        return to_db(self._sample_peak)
+        return amplitude_to_db(self._sample_peak)
 
 
 def _peak_above(extended: np.ndarray, interp: Interpolator, floor: float) -> float:

@@ -22,13 +22,13 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from pod_audio import io as audio_io
 from pod_audio.cuts import CutList
 from pod_audio.errors import AudioError
+from pod_audio.writer import WriterCodec, open_writer
 
 __all__ = [
     "RenderPlan",
@@ -318,7 +318,7 @@ def render_cut_list(
     source_path: str | os.PathLike[str],
     cut_list: CutList,
     out_path: str | os.PathLike[str],
-    codec: Literal["flac", "mp3", "wav"] = "flac",
+    codec: WriterCodec = "flac",
     bitrate_kbps: int = 128,
     block_frames: int = audio_io.DEFAULT_BLOCK_FRAMES,
 ) -> RenderReport:
@@ -339,7 +339,7 @@ def render_cut_list(
         channels=info.channels,
         block_frames=block_frames,
     )
-    with audio_io.open_writer(
+    with open_writer(
         out_path,
         sample_rate=info.sample_rate,
         channels=info.channels,

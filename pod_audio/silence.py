@@ -17,16 +17,19 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 import numpy as np
 
 from pod_audio import io as audio_io
+from pod_audio.dsp import power_to_db, runs
 from pod_audio.errors import NoiseOnlyError, SilentAudioError
 
 __all__ = [
     "ActivityReport",
     "Interval",
     "SilenceReport",
+    "SilenceSettings",
     "check_audible",
     "detect_silences",
     "detect_silences_in_file",
@@ -143,11 +146,6 @@ def _frame_mean_square(blocks: Iterable[np.ndarray], frame_len: int) -> tuple[np
     return power, total
 
 
-def _to_dbfs(power: np.ndarray | float) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        return 10.0 * np.log10(power)
-
-
 def frame_levels_dbfs(
     blocks: Iterable[np.ndarray], *, sample_rate: int, frame_ms: float = 10.0
 ) -> np.ndarray:
@@ -156,13 +154,7 @@ def frame_levels_dbfs(
     Digital silence gives ``-inf``. The last frame may be shorter than ``frame_ms``.
     """
     power, _ = _frame_mean_square(blocks, _frame_len(sample_rate, frame_ms))
-    return _to_dbfs(power)
-
-
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end (exclusive) indices of the runs of ``True`` in a 1-D boolean mask."""
-    edges = np.diff(np.concatenate(([0], mask.view(np.int8), [0])))
-    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return power_to_db(power)
 
 
 def _hysteresis(levels_db: np.ndarray, *, low_db: float, high_db: float) -> np.ndarray:
@@ -230,15 +222,15 @@ def detect_silences(
         )
 
     # Percentile of the power (not of dB) so digital silence (power 0) needs no -inf maths.
-    floor_dbfs = float(_to_dbfs(float(np.percentile(power, floor_percentile))))
+    floor_dbfs = float(power_to_db(float(np.percentile(power, floor_percentile))))
     threshold_dbfs = min(
         max_threshold_dbfs, max(min_threshold_dbfs, floor_dbfs + threshold_db_above_floor)
     )
     silent = _hysteresis(
-        _to_dbfs(power), low_db=threshold_dbfs, high_db=threshold_dbfs + hysteresis_db
+        power_to_db(power), low_db=threshold_dbfs, high_db=threshold_dbfs + hysteresis_db
     )
 
-    starts, ends = _runs(silent)
+    starts, ends = runs(silent)
     min_frames = math.ceil(min_silence_ms / 1000.0 * sample_rate / frame_len - 1e-9)
     keep = (ends - starts) >= max(1, min_frames)
     # The last frame may be short; a run ending there ends at the end of the audio.
@@ -256,19 +248,27 @@ def detect_silences(
     )
 
 
+class SilenceSettings(TypedDict, total=False):
+    """The tuning of :func:`detect_silences` (its keyword arguments and their meaning),
+    for the functions that pass it on."""
+
+    min_silence_ms: float
+    frame_ms: float
+    threshold_db_above_floor: float
+    floor_percentile: float
+    hysteresis_db: float
+    min_threshold_dbfs: float
+    max_threshold_dbfs: float
+
+
 def detect_silences_in_file(
     path: str | os.PathLike[str],
     *,
     block_frames: int = 65536,
-    min_silence_ms: float = 300.0,
-    frame_ms: float = 10.0,
-    threshold_db_above_floor: float = 12.0,
-    floor_percentile: float = 10.0,
-    hysteresis_db: float = 3.0,
-    min_threshold_dbfs: float = MIN_THRESHOLD_DBFS,
-    max_threshold_dbfs: float = MAX_THRESHOLD_DBFS,
+    **settings: Unpack[SilenceSettings],
 ) -> SilenceReport:
-    """:func:`detect_silences` on a file, decoded block by block at its own sample rate.
+    """:func:`detect_silences` on a file, decoded block by block at its own sample rate,
+    with :func:`detect_silences`'s ``settings`` and defaults.
 
     Raises:
         The input errors of :func:`pod_audio.io.iter_blocks`
@@ -278,17 +278,7 @@ def detect_silences_in_file(
     blocks: Iterator[np.ndarray] = audio_io.iter_blocks(
         path, sample_rate=info.sample_rate, block_frames=block_frames
     )
-    return detect_silences(
-        blocks,
-        sample_rate=info.sample_rate,
-        min_silence_ms=min_silence_ms,
-        frame_ms=frame_ms,
-        threshold_db_above_floor=threshold_db_above_floor,
-        floor_percentile=floor_percentile,
-        hysteresis_db=hysteresis_db,
-        min_threshold_dbfs=min_threshold_dbfs,
-        max_threshold_dbfs=max_threshold_dbfs,
-    )
+    return detect_silences(blocks, sample_rate=info.sample_rate, **settings)
 
 
 # --------------------------------------------------------------------------- activity
@@ -403,16 +393,16 @@ def measure_activity(
     if power.size == 0:
         return ActivityReport(0.0, -math.inf, -math.inf, 0.0, 0.0, math.nan)
     floor_power, top_power = np.percentile(power, [10.0, 99.0])
-    floor_dbfs = float(_to_dbfs(float(floor_power)))
+    floor_dbfs = float(power_to_db(float(floor_power)))
     standing_out = power >= floor_power * 10.0 ** (STANDS_OUT_DB / 10.0)
     if floor_power <= 0.0:  # a floor of digital silence: anything audible stands out
-        standing_out = _to_dbfs(power) >= AUDIBLE_DBFS
+        standing_out = power_to_db(power) >= AUDIBLE_DBFS
     return ActivityReport(
         duration_s=total_frames / sample_rate,
-        peak_dbfs=float(_to_dbfs(float(power.max()))),
+        peak_dbfs=float(power_to_db(float(power.max()))),
         noise_floor_dbfs=floor_dbfs,
         standing_out_s=float(np.count_nonzero(standing_out)) * frame_ms / 1000.0,
-        spread_db=float(_to_dbfs(float(top_power)) - floor_dbfs) if floor_power > 0 else math.inf,
+        spread_db=float(power_to_db(float(top_power)) - floor_dbfs) if floor_power > 0 else math.inf,
         flatness=spectrum.flatness(),
     )
 

@@ -3,6 +3,10 @@
 Frames written: ``TIT2`` (title), ``TALB`` and ``TPE1`` (the show, as album and artist, as
 podcast apps expect), ``TDRC`` (release date), ``TLEN`` (duration in milliseconds) and, if
 given, ``COMM`` (comment, language ``eng``). Any tag already in the file is replaced.
+
+Chapters (:func:`write_chapters`) are ID3v2 chapter frames: one ``CHAP`` per chapter
+(``chp0``, ``chp1``, …; start and end in milliseconds, the title in a ``TIT2`` sub-frame) and
+one top-level, ordered ``CTOC`` (``toc``) listing them in order, as podcast players read them.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ import os
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from mutagen.id3 import COMM, ID3, TALB, TDRC, TIT2, TLEN, TPE1, ID3NoHeaderError
+from mutagen.id3 import CHAP, COMM, CTOC, ID3, TALB, TDRC, TIT2, TLEN, TPE1, CTOCFlags, ID3NoHeaderError
 
-__all__ = ["EpisodeTags", "read_id3", "write_id3"]
+__all__ = ["EpisodeTags", "Id3Chapter", "read_chapters", "read_id3", "write_chapters", "write_id3"]
 
 
 @dataclass(frozen=True)
@@ -94,3 +98,49 @@ def read_id3(path: str | os.PathLike[str]) -> EpisodeTags:
         duration_s=int(length_ms) / 1000.0 if length_ms and length_ms.isdigit() else 0.0,
         comment=str(comments[0].text[0]) if comments and comments[0].text else None,
     )
+
+
+@dataclass(frozen=True)
+class Id3Chapter:
+    start_ms: int
+    end_ms: int
+    title: str
+
+
+def write_chapters(
+    path: str | os.PathLike[str], chapters: list[tuple[float, str]], *, duration_s: float
+) -> None:
+    """Replace the ``CHAP``/``CTOC`` frames of the MP3 at ``path`` (keeping its other
+    frames) with ``chapters``: ``(start_s, title)`` in ascending order; each ends where the
+    next starts, the last at ``duration_s``. An empty list removes the chapters."""
+    id3 = ID3(os.fspath(path))
+    id3.delall("CHAP")
+    id3.delall("CTOC")
+    if chapters:
+        ids = [f"chp{i}" for i in range(len(chapters))]
+        ends = [start for start, _ in chapters[1:]] + [duration_s]
+        for element_id, (start_s, title), end_s in zip(ids, chapters, ends, strict=True):
+            id3.add(CHAP(element_id=element_id, start_time=int(round(start_s * 1000)),
+                         end_time=int(round(end_s * 1000)),
+                         sub_frames=[TIT2(encoding=3, text=[title])]))
+        id3.add(CTOC(element_id="toc", flags=CTOCFlags.TOP_LEVEL | CTOCFlags.ORDERED,
+                     child_element_ids=ids, sub_frames=[TIT2(encoding=3, text=["Chapters"])]))
+    id3.save(os.fspath(path), v2_version=4)
+
+
+def read_chapters(path: str | os.PathLike[str]) -> list[Id3Chapter]:
+    """The chapters of the MP3 at ``path`` in the order its top-level ``CTOC`` lists them
+    (by start time when it has none); empty without chapter frames."""
+    try:
+        id3 = ID3(os.fspath(path))
+    except ID3NoHeaderError:
+        return []
+    chaps = {frame.element_id: frame for frame in id3.getall("CHAP")}
+    tocs = [t for t in id3.getall("CTOC") if t.flags & CTOCFlags.TOP_LEVEL]
+    order = list(tocs[0].child_element_ids) if tocs else sorted(chaps, key=lambda k: chaps[k].start_time)
+
+    def title(frame: CHAP) -> str:
+        tit2 = frame.sub_frames.get("TIT2")
+        return str(tit2.text[0]) if tit2 is not None and tit2.text else ""
+
+    return [Id3Chapter(chaps[k].start_time, chaps[k].end_time, title(chaps[k])) for k in order if k in chaps]

@@ -12,12 +12,34 @@ audio it describes. It serialises to the JSON stored as ``transcript.json`` and
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-FILLER_WORDS: frozenset[str] = frozenset(
-    {"um", "umm", "uh", "uhh", "er", "erm", "ah", "ahh", "hmm", "hm", "mm", "mhm", "eh"}
-)
+CANONICAL_FILLERS: dict[str, str] = {
+    "um": "um", "umm": "um", "erm": "um",
+    "uh": "uh", "uhh": "uh", "eh": "uh",
+    "er": "er",
+    "ah": "ah", "ahh": "ah",
+    "hmm": "hmm", "hm": "hmm", "mm": "hmm", "mhm": "hmm",
+}  # fmt: skip
+"""Spellings of a hesitation -> the five fillers a transcript names ("um", "uh", "er", "ah",
+"hmm")."""
+FILLER_WORDS: frozenset[str] = frozenset(CANONICAL_FILLERS)
+
+
+def canonical_filler(text: str) -> str | None:
+    """The filler ``text`` spells ("Umm" -> "um", "hm" -> "hmm", a drawn-out "Ahhh" or
+    "errrr" too), or ``None`` for other words ("so", "Soooo")."""
+    spelled = text.strip().lower()
+    if spelled in CANONICAL_FILLERS:
+        return CANONICAL_FILLERS[spelled]
+    if not re.search(r"(.)\1\1", spelled):
+        return None  # "err" is a word; only a letter held three times over is drawn out
+    for candidate in (re.sub(r"(.)\1{2,}", r"\1\1", spelled), re.sub(r"(.)\1+", r"\1", spelled)):
+        if candidate in CANONICAL_FILLERS:
+            return CANONICAL_FILLERS[candidate]
+    return None
 
 
 @dataclass(frozen=True, slots=True)

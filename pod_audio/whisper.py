@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pod_audio.dsp import SAMPLE_RATE
 from pod_audio.errors import TranscriptionError
 from pod_audio.transcript import Word
 
@@ -37,7 +38,6 @@ __all__ = [
     "resolve_model",
 ]
 
-SAMPLE_RATE = 16000
 WINDOW_SAMPLES = 30 * SAMPLE_RATE
 """Whisper hears 30 s at a time."""
 DEFAULT_MODEL = "tiny.en"
@@ -239,8 +239,8 @@ class WhisperEngine:
         out: list[Word] = []
         for w in words:
             text = w.word.strip()
-            if not text:
-                continue
+            if not any(ch.isalnum() for ch in text):
+                continue  # punctuation on its own ("-"): no word to place
             start = min(max(float(w.start), 0.0), duration_s)
             end = min(max(float(w.end), start), duration_s)
             out.append(Word(text, start, end, confidence=round(float(w.probability), 3)))

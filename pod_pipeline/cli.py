@@ -4,12 +4,18 @@
     pod run                        one upload-sensor tick, then every requested run
     pod run --episode ID… [--step S…]
                                    run known episodes again (all steps, or only S)
-    pod status [--json]            one line (or JSON object) per episode
-    pod publish EPISODE_ID…        processed episodes become published (publish_job)
+    pod status [ID…] [--status S] [--since T] [--limit N] [--wide] [--json|--jsonl]
+                                   episodes, filtered and paged (default 50, total said)
+    pod publish EPISODE_ID…|--all-processed
+                                   processed episodes become published (publish_job), feed refreshed
+    pod unpublish EPISODE_ID…      published episodes leave the feed (unpublish_job)
+    pod feed [--json]              the feed's URL and the episodes it lists
+    pod import DIR|gs://B/P        register a back catalog in bulk (idempotent, resumable)
     pod purge [--dry-run] [--now ISO8601] [--retention-hours H] [--json]
                                    delete raw media past the retention (purge_job)
     pod catalog rebuild [--dry-run] [--json]
                                    restore missing episodes from the store's objects
+    pod serve-media [--port 3001]  serve the local store's media to browsers, read-only
 """
 
 from __future__ import annotations
@@ -20,27 +26,21 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from pod_pipeline.settings import Settings, adopt_served_settings, load_settings
 
-ARTIFACT_STAGES = (
-    "raw_audio",
-    "transcript",
-    "cleaned_audio",
-    "cut_list",
-    "cleaned_transcript",
-    "final_episode",
-)
-
 
 def _prepare_dagster_home(settings: Settings) -> None:
-    """Embedded default: a Dagster home with SQLite storage under ``POD_HOME``."""
+    """Embedded default: a Dagster home with SQLite storage under ``POD_HOME``; being the
+    project's own, it gets a ``dagster.yaml`` with telemetry off on first use."""
+    from pod_pipeline.console import own_instance_config
+
     if not os.environ.get("DAGSTER_HOME"):
-        settings.dagster_home.mkdir(parents=True, exist_ok=True)
         os.environ["DAGSTER_HOME"] = str(settings.dagster_home)
-    else:
-        Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    if home.resolve() == settings.dagster_home.resolve():
+        own_instance_config(home)
 
 
 def _catalog(settings: Settings):
@@ -67,23 +67,37 @@ def _store(settings: Settings):
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from pod_assets import layout
+    from pod_pipeline.console import plainly_not_audio
+    from pod_pipeline.publishing import ingest_chapters
 
     store = _store(settings)
+    accepted: list[Path] = []
     for raw in args.files:
         path = Path(raw)
         if not path.is_file():
             print(f"pod ingest: {raw}: no such file", file=sys.stderr)
             return 2
+        if reason := plainly_not_audio(path):
+            print(f"pod ingest: {path.name}: not ingested, not audio: {reason}", file=sys.stderr)
+            continue
+        accepted.append(path)
+    if not accepted:
+        return 1
+    # Chapter marks go in before the audio, so that the run the upload starts finds them;
+    # only once the audio is known to be accepted, so a refused file leaves nothing behind.
+    if (code := ingest_chapters(store, files=args.files, marks=args.chapters)) is not None:
+        return code
+    for path in accepted:
         metadata = {"title": args.title} if args.title else None
         info = store.write_file(layout.upload_key(path.name), path, metadata=metadata)
         print(f"ingested {path.name} -> {store.uri(info.key)} (generation {info.generation})")
         _print_ingest_note(settings, path.name, info.md5_hex)
-    return 0
+    return 1 if len(accepted) < len(args.files) else 0
 
 
 def _print_ingest_note(settings: Settings, name: str, md5_hex: str | None) -> None:
     """Say when the upload will be a new version of a published episode (best effort)."""
-    from pod_assets.publish import ingest_note
+    from pod_assets.publish.publishing import ingest_note
 
     try:
         note = ingest_note(_catalog(settings), name, md5_hex)
@@ -93,169 +107,117 @@ def _print_ingest_note(settings: Settings, name: str, md5_hex: str | None) -> No
         print(note)
 
 
-def _episode_json(episode) -> dict[str, Any]:
-    from pod_assets import layout
-
-    return {
-        "episode_id": episode.episode_id,
-        "status": str(episode.status),
-        "source_name": layout.printable(episode.source_name),
-        "title": episode.title,
-        "error": episode.last_error,
-        "error_step": episode.error_step,
-        "updated_at": episode.updated_at.isoformat(),
-        "version": episode.version,
-        "version_of": episode.version_of,
-        "superseded_by": episode.superseded_by,
-        "artifacts": {stage: episode.artifacts.get(stage) for stage in ARTIFACT_STAGES},
-        "metrics": dict(episode.metrics),
-    }
-
-
-def _print_table(rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        print("no episodes")
-        return
-    headers = ["episode_id", "status", "version", "duration_s", "error"]
-    table = [
-        [
-            r["episode_id"],
-            r["status"],
-            _version_cell(r),
-            f"{r['metrics'].get('duration_s', 0):.1f}",
-            (r["error"] or "")[:70],
-        ]
-        for r in rows
-    ]
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-    for row in table:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-
-
-def _version_cell(row: dict[str, Any]) -> str:
-    """``1``, ``2 of ROOT``, plus ``, superseded by ID`` once another version took over."""
-    cell = str(row["version"]) + (f" of {row['version_of']}" if row["version_of"] else "")
-    return cell + (f", superseded by {row['superseded_by']}" if row["superseded_by"] else "")
-
-
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    rows = [_episode_json(e) for e in _guarded_catalog(settings).list_episodes()]
-    if args.json:
-        print(json.dumps(rows, indent=2, ensure_ascii=False))
-    else:
-        _print_table(rows)
-    return 0
+    from pod_pipeline.status import cmd_status as status
+
+    return status(args, _guarded_catalog(settings))
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from pod_pipeline.runner import rerun_episodes, run_once
 
-    if args.step and not args.episode:
-        print("pod run: --step needs --episode", file=sys.stderr)
-        return 2
+    from pod_pipeline.console import PodError
+    from pod_pipeline.run_settings import episode_run_config
+
+    if (args.step or args.set or args.config) and not args.episode:
+        raise PodError("--step, --set and --config need --episode")
     _prepare_dagster_home(settings)
     catalog = _catalog(settings)
-    known = {episode.episode_id for episode in catalog.list_episodes()}
+    log_level = args.log_level or ("WARNING" if args.verbose else "CRITICAL")
+    verbose = args.verbose or args.log_level is not None  # Dagster's lines on the terminal
     if args.episode:
+        run_config = episode_run_config(settings, args.set or (), args.config, args.step)
         try:
             outcome = rerun_episodes(
-                settings, args.episode, steps=args.step or None, log_level=args.log_level
+                settings, args.episode, steps=args.step or None, log_level=log_level,
+                run_config=run_config, verbose=verbose,
             )
         except ValueError as exc:
-            print(f"pod run: {exc}", file=sys.stderr)
-            return 2
+            raise PodError(str(exc)) from exc
     else:
-        outcome = run_once(settings, log_level=args.log_level)
+        outcome = run_once(settings, log_level=log_level, verbose=verbose)
     for line in outcome.messages:
         print(line)
-    _print_version_notes(catalog, known)
-    cmd_status(argparse.Namespace(json=False), settings)
+    if outcome.stopped_by:
+        # Stopped by a signal: no new work (the show is refreshed by the next run).
+        return outcome.exit_code
+    if outcome.launched:
+        from pod_pipeline.publishing import refresh_show
+
+        print("\n".join(refresh_show(settings)))
+    _print_version_notes(catalog, outcome.episodes)
+    from pod_pipeline.status import print_run_summary
+
+    print_run_summary(catalog, outcome.episodes)
     return outcome.exit_code
 
 
-def _print_version_notes(catalog, known: set[str]) -> None:
-    """One line per episode new since ``known`` that is a new version of a published one."""
-    from pod_assets.publish import version_note
+def _print_version_notes(catalog, ran: Sequence[str]) -> None:
+    """One line per episode ``pod run`` ran that is a new version of a published one."""
+    from pod_assets.publish.publishing import version_note
 
-    for episode in catalog.list_episodes():
-        if episode.episode_id not in known and (note := version_note(catalog, episode)):
+    for episode_id in dict.fromkeys(ran):
+        episode = catalog.get_episode(episode_id)
+        if episode is not None and episode.version > 1 and (note := version_note(catalog, episode)):
             print(note)
 
 
-def _execute_job(settings: Settings, name: str, run_config: dict, trigger: str):
-    """Run one job of the definitions in this process, on the configured instance."""
+def _execute_job(settings: Settings, name: str, run_config: dict, trigger: str, asset_selection=None):
+    """Run one job of the definitions in this process, on the configured instance (only
+    ``asset_selection``, a list of asset keys, when given)."""
     import dagster as dg
 
+    from pod_assets.tags import TRIGGER_TAG
     from pod_pipeline.definitions import build_definitions
 
     _prepare_dagster_home(settings)
     with dg.DagsterInstance.get() as instance:
         job = build_definitions(settings).resolve_job_def(name)
         return job.execute_in_process(
-            run_config=run_config,
+            # Dagster's console logger stays quiet: the commands print their own lines.
+            run_config={**run_config, "loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
             instance=instance,
-            tags={"pod/trigger": trigger},
+            tags={TRIGGER_TAG: trigger},
             raise_on_error=False,
+            asset_selection=asset_selection,
         )
 
 
 def cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
-    from pod_assets.publish import describe_outcome
+    from pod_pipeline.publishing import cmd_publish as publish
 
-    result = _execute_job(
-        settings,
-        "publish_job",
-        {"ops": {"publish_episodes": {"config": {"episode_ids": list(args.episode_ids)}}}},
-        "cli",
-    )
-    outcomes = result.output_for_node("publish_episodes")
-    for outcome in outcomes:
-        if outcome.published:
-            print(describe_outcome(outcome))
-        else:
-            print(f"pod publish: {outcome.episode_id} refused: {outcome.reason}", file=sys.stderr)
-    return 0 if all(outcome.published for outcome in outcomes) else 1
-
-
-def _print_purge(report) -> None:
-    verb = "would delete" if report.dry_run else "deleted"
-    for entry in report.deleted:
-        print(f"{verb} {entry.episode_id}: {len(entry.objects)} objects, {entry.bytes} bytes")
-    for entry in (*report.kept, *report.skipped_by_race):
-        print(f"kept {entry.episode_id}: {entry.reason}")
-    for entry in report.failed:
-        where = f" ({entry.key})" if entry.key else ""
-        print(f"failed {entry.episode_id}{where}: {entry.error}")
-    print(
-        f"purge{' (dry run)' if report.dry_run else ''}: {report.eligible} eligible, "
-        f"{len(report.deleted)} {verb}, {len(report.kept) + len(report.skipped_by_race)} kept, "
-        f"{len(report.failed)} failed, {report.bytes_freed} bytes freed"
-    )
+    return publish(args, settings)
 
 
 def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
-    from pod_assets.purge import PurgeError, parse_time
-    from pod_assets.purge_job import PURGE_OP, purge_run_config
+    from pod_assets.purge.job import PURGE_OP, purge_run_config
+    from pod_assets.purge.plan import PurgeError, parse_time
 
     try:
         now = parse_time(args.now) if args.now else None
     except PurgeError as exc:
         print(f"pod purge: --now: {exc}", file=sys.stderr)
         return 2
-    if args.retention_hours < 0:
-        print("pod purge: --retention-hours must not be negative", file=sys.stderr)
+    retention_hours = settings.purge_retention_hours  # the flags override the settings
+    if args.retention_hours is not None:
+        retention_hours = args.retention_hours
+    max_deletions = settings.purge_max_deletions
+    if args.max_deletions is not None:
+        max_deletions = args.max_deletions
+    if retention_hours < 0 or max_deletions < 0:
+        print("pod purge: --retention-hours and --max-deletions must not be negative",
+              file=sys.stderr)
         return 2
     run_config = purge_run_config(
-        now=now,
-        retention_hours=args.retention_hours,
-        dry_run=args.dry_run,
-        max_deletions=args.max_deletions,
+        now=now, retention_hours=retention_hours, dry_run=args.dry_run, max_deletions=max_deletions
     )
     result = _execute_job(settings, "purge_job", run_config, "cli")
     if not result.success:
+        from pod_pipeline.console import failure_reason
+
         message = next(
-            (e.message for e in result.all_events if e.is_step_failure), "the purge run failed"
+            (failure_reason(e) for e in result.all_events if e.is_step_failure),
+            "the purge run failed",
         )
         print(f"pod purge: {message}", file=sys.stderr)
         return 1
@@ -263,7 +225,7 @@ def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
-        _print_purge(report)
+        print("\n".join(report.to_lines()))
     return 1 if report.failed else 0
 
 
@@ -302,23 +264,41 @@ def _print_rebuild(report) -> None:
     )
 
 
-_GUARDED_COMMANDS = frozenset({"run", "status", "publish", "purge"})
+_GUARDED_COMMANDS = frozenset({"run", "status", "publish", "unpublish", "purge", "import"})
 """Commands refused while the catalog is empty but the store holds episodes."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pod", description="Podcast production pipeline.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_ingest_parser(sub: argparse._SubParsersAction) -> None:
     ingest = sub.add_parser("ingest", help="copy audio files into uploads/")
     ingest.add_argument("files", nargs="+")
     ingest.add_argument("--title", help="episode title (default: from the file name)")
+    ingest.add_argument(
+        "--chapters", metavar="MARKS",
+        help="chapter marks of the one FILE: Audacity labels (.txt) or Podcasting 2.0 JSON, raw timeline",
+    )
     ingest.set_defaults(func=cmd_ingest)
+
+
+def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="one upload-sensor tick, then every requested run")
     run.add_argument(
         "--log-level",
-        default="WARNING",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="Dagster events shown while running (default WARNING; all are kept in the instance)",
+        help="Dagster's own events shown too, from this level (default: none, WARNING with "
+        "--verbose; all are kept in the instance)",
+    )
+    run.add_argument(
+        "--verbose", "-v", action="store_true",
+        help="stack traces of failed steps and Dagster's warnings on the terminal",
+    )
+    run.add_argument(
+        "--set", action="append", metavar="STEP.KEY=VALUE",
+        help="with --episode: a setting of this run, as in the launchpad, e.g. "
+        "cleaned_audio.max_pause_ms=500 (repeatable)",
+    )
+    run.add_argument(
+        "--config", type=Path, metavar="FILE",
+        help="with --episode: run config in the launchpad's YAML form (ops: …); --set overrides it",
     )
     run.add_argument(
         "--episode", action="append", metavar="ID",
@@ -330,24 +310,34 @@ def build_parser() -> argparse.ArgumentParser:
         "final_episode (repeatable; its inputs come from the store)",
     )
     run.set_defaults(func=cmd_run)
-    status = sub.add_parser("status", help="episodes and their status")
-    status.add_argument("--json", action="store_true")
-    status.set_defaults(func=cmd_status)
+
+
+def _add_publish_parser(sub: argparse._SubParsersAction) -> None:
     publish = sub.add_parser("publish", help="move processed episodes to published")
-    publish.add_argument("episode_ids", nargs="+", metavar="EPISODE_ID")
+    publish.add_argument("episode_ids", nargs="*", metavar="EPISODE_ID")
+    publish.add_argument("--all-processed", action="store_true", help="every processed episode")
     publish.set_defaults(func=cmd_publish)
+
+
+def _add_purge_parser(sub: argparse._SubParsersAction) -> None:
+    """``pod purge``; its help states the defaults :class:`Settings` falls back to."""
     purge = sub.add_parser("purge", help="delete raw media of episodes past the retention")
     purge.add_argument("--dry-run", action="store_true", help="report, delete nothing")
     purge.add_argument("--now", metavar="ISO8601", help="measure the retention from this time")
     purge.add_argument(
-        "--retention-hours", type=float, default=24.0, metavar="H", help="default 24"
+        "--retention-hours", type=float, metavar="H",
+        help=f"default POD_PURGE_RETENTION_HOURS ({Settings.purge_retention_hours:g})",
     )
     purge.add_argument(
-        "--max-deletions", type=int, default=1000, metavar="N",
-        help="at most N episodes per run (default 1000)",
+        "--max-deletions", type=int, metavar="N",
+        help=f"at most N episodes per run (default POD_PURGE_MAX_DELETIONS, "
+        f"{Settings.purge_max_deletions})",
     )
     purge.add_argument("--json", action="store_true")
     purge.set_defaults(func=cmd_purge)
+
+
+def _add_catalog_parser(sub: argparse._SubParsersAction) -> None:
     catalog = sub.add_parser("catalog", help="catalog maintenance")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
     rebuild = catalog_sub.add_parser(
@@ -356,13 +346,36 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--dry-run", action="store_true", help="report, write nothing")
     rebuild.add_argument("--json", action="store_true")
     rebuild.set_defaults(func=cmd_catalog_rebuild)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``pod`` and its commands, in the order ``pod --help`` lists them."""
+    from pod_pipeline.importer import add_import_parser
+    from pod_pipeline.media_server import add_serve_media_parser
+    from pod_pipeline.publishing import add_parsers as add_publishing_parsers
+    from pod_pipeline.status import add_status_parser
+
+    parser = argparse.ArgumentParser(prog="pod", description="Podcast production pipeline.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_ingest_parser(sub)
+    _add_run_parser(sub)
+    add_status_parser(sub).set_defaults(func=cmd_status)
+    _add_publish_parser(sub)
+    add_publishing_parsers(sub)  # unpublish, feed
+    add_import_parser(sub)
+    _add_purge_parser(sub)
+    _add_catalog_parser(sub)
+    add_serve_media_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pod_pipeline.console import PodError, quiet_dagster
     from pod_resources.catalog.guard import EmptyCatalogError
 
     args = build_parser().parse_args(argv)
+    if not getattr(args, "verbose", False):
+        quiet_dagster()
     if served := adopt_served_settings(os.environ):
         print(f"pod: using the settings of the running `make serve` ({served})", file=sys.stderr)
     settings = load_settings()
@@ -373,6 +386,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmptyCatalogError as exc:
         print(f"pod {args.command}: {exc}", file=sys.stderr)
         return 3
+    except PodError as exc:
+        print(f"pod {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        # Ctrl-C outside a supervised run (`pod run` handles its own): stop quietly.
+        # A second one while pod winds down must not raise KeyboardInterrupt where nothing
+        # catches it (Python then ends the process killed by SIGINT, not with 130).
+        from pod_pipeline.worker import exit_on_the_next_stop_signal
+
+        exit_on_the_next_stop_signal(130)
+        print(f"pod {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -16,8 +16,11 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         pod_assets.defs,
         pod_sensors.build_defs(
             max_runs_per_tick=settings.max_runs_per_tick,
+            max_registrations_per_tick=settings.max_registrations_per_tick,
             sensor_interval_s=settings.sensor_interval_s,
             purge_cron=settings.purge_cron,
+            purge_retention_hours=settings.purge_retention_hours,
+            purge_max_deletions=settings.purge_max_deletions,
         ),
         pod_resources.build_defs(settings),
         # An episode's steps form a chain: nothing inside one run can go in parallel, so by

@@ -44,7 +44,7 @@ from pod_resources.catalog.manifest import (
     read_manifest,
     write_manifest,
 )
-from pod_resources.catalog.repository import FrozenMap
+from pod_resources.catalog.records import FrozenMap
 from pod_resources.catalog.restore import restore_episode
 from pod_resources.storage import ObjectInfo, ObjectStore
 

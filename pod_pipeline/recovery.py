@@ -20,17 +20,9 @@ from dataclasses import dataclass
 import dagster as dg
 
 from pod_assets.status import EPISODE_STEPS, mark_run_failed
+from pod_assets.tags import HOST_TAG, PARTITION_TAG, PID_TAG, RESUME_TAG, RESUMES_TAG
 from pod_resources.catalog import Catalog, EpisodeStatus
 
-PARTITION_TAG = "dagster/partition"
-HOST_TAG = "pod/host"
-PID_TAG = "pod/pid"
-RESUME_TAG = "pod/resume"
-"""On a run that died or was stopped: ``pending`` until a later ``pod run`` deals with it
-(``resumed``, ``given-up`` or ``taken-over``)."""
-RESUME_OF_TAG = "pod/resume_of"
-RESUMES_TAG = "pod/resumes"
-"""How many automatic resumes in a row led to this run."""
 MAX_AUTO_RESUMES = 3
 UNFINISHED = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 

@@ -35,6 +35,7 @@ import socket
 import sys
 import uuid
 from collections.abc import Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,21 +43,26 @@ import dagster as dg
 
 from pod_assets.partitions import episode_partitions
 from pod_assets.status import (
-    CLAIM_TAG,
     EPISODE_STEPS,
-    RUN_KEY_TAG,
     mark_run_failed,
     run_key_claim,
+    with_follow_ups,
 )
-from pod_pipeline import worker
-from pod_pipeline.recovery import (
+from pod_assets.tags import (
+    ATTEMPT_TAG,
+    CLAIM_TAG,
     HOST_TAG,
-    MAX_AUTO_RESUMES,
     PARTITION_TAG,
     PID_TAG,
     RESUME_OF_TAG,
     RESUME_TAG,
     RESUMES_TAG,
+    RUN_KEY_TAG,
+    TRIGGER_TAG,
+)
+from pod_pipeline import console, worker
+from pod_pipeline.recovery import (
+    MAX_AUTO_RESUMES,
     UNFINISHED,
     pending_resumes,
     process_alive,
@@ -68,7 +74,6 @@ from pod_pipeline.settings import Settings, load_settings
 from pod_resources.catalog import Catalog, EpisodeStatus
 
 EPISODE_JOB = "process_episode_job"
-ATTEMPT_TAG = "pod/attempt"
 
 
 @dataclass
@@ -78,6 +83,8 @@ class RunOutcome:
     failed: int = 0
     stopped_by: int = 0
     """128 + the signal number when a signal stopped ``pod run``, else 0."""
+    episodes: list[str] = field(default_factory=list)
+    """The episodes whose runs this ``pod run`` launched, in order (its summary)."""
 
     @property
     def exit_code(self) -> int:
@@ -100,6 +107,7 @@ def episode_job() -> dg.JobDefinition:
     In a step process of the multiprocess executor it also makes that process die with the
     run's process."""
     worker.die_with_parent_if_spawned()
+    console.quiet_dagster()
     return build_definitions().resolve_job_def(EPISODE_JOB)
 
 
@@ -108,12 +116,13 @@ def _already_launched(instance: dg.DagsterInstance, run_key: str) -> bool:
 
 
 def _failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
+    """``step S failed: <the reason the step failed with>`` (one line)."""
     for record in instance.get_records_for_run(
         run_id, of_type=dg.DagsterEventType.STEP_FAILURE
     ).records:
         event = record.event_log_entry.dagster_event
         if event is not None:
-            return f"step {event.step_key} failed: {event.message}"
+            return f"step {event.step_key} failed: {console.failure_reason(event)}"
     return "the run failed"
 
 
@@ -130,9 +139,11 @@ def run_episode(
     steps: Sequence[str] | None = None,
     tags: Mapping[str, str] | None = None,
     log_level: str = "WARNING",
+    run_config: Mapping[str, object] | None = None,
 ) -> EpisodeRun:
     """One run of the episode job for one partition, in this process: every step, or only
-    ``steps``. Tagged with this host and process, so a later ``pod run`` can tell it died."""
+    ``steps``, with ``run_config`` (``{"ops": {asset: {"config": …}}}``, as the launchpad
+    takes it). Tagged with this host and process, so a later ``pod run`` can tell it died."""
     _validate_steps(steps)
     selection = [dg.AssetKey(step) for step in EPISODE_STEPS if step in set(steps)] if steps else None
     own = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
@@ -142,7 +153,10 @@ def run_episode(
         tags={**(tags or {}), **own, PARTITION_TAG: episode_id},
         asset_selection=selection,
         # Every event is in the instance's event log; the terminal gets what matters.
-        run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+        run_config={
+            **(run_config or {}),
+            "loggers": {"console": {"config": {"log_level": log_level}}},
+        },
         raise_on_error=False,
     ) as result:
         return EpisodeRun(
@@ -211,6 +225,10 @@ class Launcher:
     supervised: bool = True
     """Each run in a supervised child (``pod run``); else in this process (a caller that
     brings its own instance: tests, embedding)."""
+    run_config: Mapping[str, object] | None = None
+    """Run config of every run this launcher starts (``pod run --set``/``--config``)."""
+    verbose: bool = False
+    """Stack traces of failed steps on the terminal too."""
     owner: str = field(
         default_factory=lambda: f"pod-run:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
@@ -221,19 +239,12 @@ class Launcher:
         """One run in a child; ``None`` when no run was created (stopped before it began)."""
         attempt = uuid.uuid4().hex
         all_tags = {**tags, ATTEMPT_TAG: attempt}
+        run_kwargs = {"steps": steps, "tags": all_tags, "log_level": self.log_level,
+                      "run_config": self.run_config}
         if not self.supervised:
-            return run_episode(
-                self.instance, episode_id, steps=steps, tags=all_tags, log_level=self.log_level
-            )
+            return run_episode(self.instance, episode_id, **run_kwargs)
 
-        def body() -> int:
-            with dg.DagsterInstance.get() as instance:
-                run = run_episode(
-                    instance, episode_id, steps=steps, tags=all_tags, log_level=self.log_level
-                )
-            return 0 if run.success else 1
-
-        status = self.stopper.run_child(body, scratch=worker.make_scratch_root())
+        status, output = self._run_child(episode_id, attempt, run_kwargs)
         records = self.instance.get_run_records(
             filters=dg.RunsFilter(tags={ATTEMPT_TAG: attempt}), limit=1
         )
@@ -245,13 +256,47 @@ class Launcher:
             print(f"pod run: {stopped.episode_id}: {stopped.failure or 'finished'}", file=sys.stderr)
             return stopped
         if run.status in UNFINISHED:
-            return self._settle_died(run, status)
+            return self._settle_died(run, status, output=output)
         success = run.status == dg.DagsterRunStatus.SUCCESS
+        if success and output is not None:
+            output.unlink(missing_ok=True)  # kept only for runs that failed or died
         return EpisodeRun(
             run_id=run.run_id,
             episode_id=episode_id,
             success=success,
             failure=None if success else _failure_message(self.instance, run.run_id),
+        )
+
+    def _run_child(
+        self, episode_id: str, attempt: str, run_kwargs: Mapping[str, Any]
+    ) -> tuple[int, Path | None]:
+        """The run in a supervised child, its step lines printed meanwhile; the child's exit
+        status and, unless ``verbose``, the file its own output went to (``None`` when it
+        wrote nothing): Dagster's and the libraries' lines stay off the terminal, and are
+        kept for a run that fails or dies."""
+        output = None if self.verbose else console.output_log(attempt)
+
+        def body() -> int:
+            if output is not None:
+                console.divert_output(output)
+            with dg.DagsterInstance.get() as instance:
+                run = run_episode(instance, episode_id, **run_kwargs)
+            return 0 if run.success else 1
+
+        with console.watching(
+            self.instance, self._printer(episode_id), run_tags={ATTEMPT_TAG: attempt}
+        ):
+            status = self.stopper.run_child(body, scratch=worker.make_scratch_root())
+        return status, console.kept_output(output)
+
+    def _printer(self, episode_id: str) -> console.RunPrinter:
+        episode = self.catalog.get_episode(episode_id)
+        audio_s = episode.metrics.get("duration_s") if episode is not None else None
+        return console.RunPrinter(
+            episode_id,
+            audio_s=float(audio_s) if isinstance(audio_s, (int, float)) else None,
+            write=console.stdout_writer(),
+            verbose=self.verbose,
         )
 
     def _settle_stopped(self, run: dg.DagsterRun) -> EpisodeRun:
@@ -273,9 +318,11 @@ class Launcher:
         self.instance.add_run_tags(run.run_id, {RESUME_TAG: "pending"})
         return EpisodeRun(run.run_id, episode_id, success=False, failure=message)
 
-    def _settle_died(self, run: dg.DagsterRun, status: int) -> EpisodeRun:
+    def _settle_died(self, run: dg.DagsterRun, status: int, *, output: Path | None) -> EpisodeRun:
         how = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
         message = f"run {run.run_id} died: its process ended ({how}); the next `pod run` resumes it"
+        if output is not None:
+            message += f" (its output: {output})"
         self.instance.report_run_failed(run, message)
         self.instance.add_run_tags(run.run_id, {RESUME_TAG: "pending"})
         episode_id = run.tags[PARTITION_TAG]
@@ -285,6 +332,7 @@ class Launcher:
 
 def _record(outcome: RunOutcome, catalog: Catalog, run: EpisodeRun, stopper: worker.Stopper) -> None:
     outcome.launched += 1
+    outcome.episodes.append(run.episode_id)
     if run.success:
         outcome.messages.append(f"run {run.run_id[:8]} {run.episode_id}: success")
         return
@@ -315,7 +363,7 @@ def _recover(launcher: Launcher, outcome: RunOutcome) -> None:
             resume.episode_id,
             steps=steps_left(launcher.instance, resume.dead),
             tags={
-                "pod/trigger": "resume",
+                TRIGGER_TAG: "resume",
                 RESUME_OF_TAG: resume.dead.run_id,
                 RESUMES_TAG: str(resume.count),
             },
@@ -354,17 +402,20 @@ def run_once(
     *,
     instance: dg.DagsterInstance | None = None,
     log_level: str = "WARNING",
+    verbose: bool = False,
 ) -> RunOutcome:
     """Recover what died, one upload-sensor tick, then every run it requested (see the
     module docstring). Settings come from the environment; ``settings``, if given, must be
-    those."""
+    those. Supervised runs print their step lines (:mod:`pod_pipeline.console`)."""
     defs = build_definitions(_environment_settings(settings))
     supervised = instance is None
     instance = instance or open_instance()
     catalog = defs.resources["catalog"].get_catalog()
     outcome = RunOutcome()
     with _stopper(supervised) as stopper:
-        launcher = Launcher(instance, catalog, stopper, log_level, supervised=supervised)
+        launcher = Launcher(
+            instance, catalog, stopper, log_level, supervised=supervised, verbose=verbose
+        )
         _recover(launcher, outcome)
         if not stopper.requested:
             _tick(launcher, defs, outcome)
@@ -409,8 +460,11 @@ def rerun_episodes(
     steps: Sequence[str] | None = None,
     instance: dg.DagsterInstance | None = None,
     log_level: str = "WARNING",
+    run_config: Mapping[str, object] | None = None,
+    verbose: bool = False,
 ) -> RunOutcome:
-    """Run known episodes again (all steps or ``steps``), as a re-execution from the UI would.
+    """Run known episodes again (all steps or ``steps``), as a re-execution from the UI would,
+    with ``run_config`` (validated by :mod:`pod_pipeline.run_settings`) for each run.
 
     Dead runs are reaped first (and left for the next plain ``pod run`` to resume)."""
     defs = build_definitions(_environment_settings(settings))
@@ -418,10 +472,15 @@ def rerun_episodes(
     instance = instance or open_instance()
     catalog = defs.resources["catalog"].get_catalog()
     _validate_steps(steps)
+    if steps:
+        steps = list(with_follow_ups(steps))
     known = set(instance.get_dynamic_partitions(episode_partitions.name))
     outcome = RunOutcome()
     with _stopper(supervised) as stopper:
-        launcher = Launcher(instance, catalog, stopper, log_level, supervised=supervised)
+        launcher = Launcher(
+            instance, catalog, stopper, log_level, supervised=supervised,
+            run_config=run_config, verbose=verbose,
+        )
         outcome.messages.extend(worker.clean_stale_scratch())
         outcome.messages.extend(reap_dead_runs(instance, catalog))
         for episode_id in episode_ids:
@@ -431,7 +490,7 @@ def rerun_episodes(
                 outcome.failed += 1
                 outcome.messages.append(f"{episode_id}: no such episode")
                 continue
-            run = launcher.launch(episode_id, steps=steps, tags={"pod/trigger": "cli"})
+            run = launcher.launch(episode_id, steps=steps, tags={TRIGGER_TAG: "cli"})
             if run is not None:
                 _record(outcome, catalog, run, stopper)
         if stopper.requested:

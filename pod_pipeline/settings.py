@@ -12,6 +12,10 @@
 ``POD_MAX_RUNS_PER_TICK``     cap of runs the upload sensor requests per tick (default 20)
 ``POD_SENSOR_INTERVAL_S``     seconds between two upload-sensor ticks (default 30)
 ``POD_PURGE_CRON``            when the purge schedule runs, UTC (default ``0 3 * * *``)
+``POD_PURGE_RETENTION_HOURS`` raw media of episodes finished longer ago is purged (default 24)
+``POD_PURGE_MAX_DELETIONS``   episodes one purge run deletes at most (default 1000)
+``POD_MAX_REGISTRATIONS_PER_TICK``
+                              uploads the upload sensor registers per tick (default 2000)
 ``POD_WHISPER_MODEL``         ``tiny.en`` (default, shipped), a CTranslate2 model directory,
                               or a name faster-whisper downloads (``small.en``, ``large-v3``)
 ``POD_WHISPER_DEVICE``        ``cpu`` (default), ``cuda`` or ``auto``
@@ -20,8 +24,13 @@
 ``POD_SHOW_NAME``             show name for ID3 tags (default ``Podcast``)
 ``POD_INTRO_KEY``             object key of the show's intro (optional)
 ``POD_OUTRO_KEY``             object key of the show's outro (optional)
+``POD_SHOW_FILE``             the show file (``show.toml``: feed fields, artwork, public
+                              base URL, intro/outro, loudness); replaces the three above
 ``POD_EXECUTOR``              ``in_process`` (default: a run's steps share one process) or
                               ``multiprocess`` (each step in a fresh process)
+``POD_SIGNED_URL_LIFETIME_S`` GCS store without the show's ``public_base_url``: ``pod
+                              status`` links are V4 signed URLs valid this long (default 0:
+                              none)
 ============================  ==========================================================
 
 While ``make serve`` runs, it writes the settings its webserver and daemon use to
@@ -39,6 +48,8 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pod_assets import defaults
+
 DATABASE_URL_ENV = "POD_DATABASE_URL"
 SERVE_ENV_FILE = "serve.env"
 SERVE_OWNER_KEY = "POD_SERVE_PROCESS"
@@ -49,22 +60,30 @@ EXECUTORS = ("in_process", "multiprocess")
 
 @dataclass(frozen=True)
 class Settings:
+    """The settings; a field's default is the value used when its variable is unset (those
+    the definitions' builders share come from :mod:`pod_assets.defaults`)."""
+
     home: Path
     storage_url: str
     database_url_from_env: bool
     default_database_url: str
     gcp_project: str | None
-    max_runs_per_tick: int
+    max_runs_per_tick: int = defaults.MAX_RUNS_PER_TICK
     whisper_model: str = "tiny.en"
     whisper_device: str = "cpu"
     whisper_compute_type: str = "default"
     whisper_threads: int = 0
-    sensor_interval_s: int = 30
-    purge_cron: str = "0 3 * * *"
+    sensor_interval_s: int = defaults.SENSOR_INTERVAL_S
+    purge_cron: str = defaults.PURGE_CRON
     show_name: str = "Podcast"
     intro_key: str | None = None
     outro_key: str | None = None
     executor: str = "in_process"
+    purge_retention_hours: float = defaults.PURGE_RETENTION_HOURS
+    purge_max_deletions: int = defaults.PURGE_MAX_DELETIONS
+    max_registrations_per_tick: int = defaults.MAX_REGISTRATIONS_PER_TICK
+    show_file: Path | None = None
+    signed_url_lifetime_s: int = 0
 
     @property
     def dagster_home(self) -> Path:
@@ -88,18 +107,44 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         database_url_from_env=bool(env.get(DATABASE_URL_ENV)),
         default_database_url=f"sqlite:///{home / 'catalog.db'}",
         gcp_project=env.get("POD_GCP_PROJECT") or None,
-        max_runs_per_tick=int(env.get("POD_MAX_RUNS_PER_TICK") or 20),
-        whisper_model=env.get("POD_WHISPER_MODEL") or "tiny.en",
-        whisper_device=env.get("POD_WHISPER_DEVICE") or "cpu",
-        whisper_compute_type=env.get("POD_WHISPER_COMPUTE_TYPE") or "default",
-        whisper_threads=int(env.get("POD_WHISPER_THREADS") or 0),
-        sensor_interval_s=int(env.get("POD_SENSOR_INTERVAL_S") or 30),
-        purge_cron=env.get("POD_PURGE_CRON") or "0 3 * * *",
-        show_name=env.get("POD_SHOW_NAME") or "Podcast",
+        max_runs_per_tick=int(env.get("POD_MAX_RUNS_PER_TICK") or Settings.max_runs_per_tick),
+        whisper_model=env.get("POD_WHISPER_MODEL") or Settings.whisper_model,
+        whisper_device=env.get("POD_WHISPER_DEVICE") or Settings.whisper_device,
+        whisper_compute_type=env.get("POD_WHISPER_COMPUTE_TYPE") or Settings.whisper_compute_type,
+        whisper_threads=int(env.get("POD_WHISPER_THREADS") or Settings.whisper_threads),
+        sensor_interval_s=int(env.get("POD_SENSOR_INTERVAL_S") or Settings.sensor_interval_s),
+        purge_cron=env.get("POD_PURGE_CRON") or Settings.purge_cron,
+        show_name=env.get("POD_SHOW_NAME") or Settings.show_name,
         intro_key=env.get("POD_INTRO_KEY") or None,
         outro_key=env.get("POD_OUTRO_KEY") or None,
-        executor=_executor(env.get("POD_EXECUTOR") or "in_process"),
+        executor=_executor(env.get("POD_EXECUTOR") or Settings.executor),
+        purge_retention_hours=_non_negative(
+            env, "POD_PURGE_RETENTION_HOURS", float, Settings.purge_retention_hours
+        ),
+        purge_max_deletions=_non_negative(
+            env, "POD_PURGE_MAX_DELETIONS", int, Settings.purge_max_deletions
+        ),
+        max_registrations_per_tick=_non_negative(
+            env, "POD_MAX_REGISTRATIONS_PER_TICK", int, Settings.max_registrations_per_tick
+        ),
+        show_file=Path(env["POD_SHOW_FILE"]).expanduser().resolve() if env.get("POD_SHOW_FILE") else None,
+        signed_url_lifetime_s=int(
+            env.get("POD_SIGNED_URL_LIFETIME_S") or Settings.signed_url_lifetime_s
+        ),
     )
+
+
+def _non_negative(env: Mapping[str, str], name: str, kind: type, default: float | int):
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {text!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {text}")
+    return value
 
 
 def _executor(name: str) -> str:

@@ -9,7 +9,8 @@ Invariants:
 * the first SIGINT or SIGTERM to ``pod run`` is forwarded as SIGINT to the child only (its
   helpers are left to it); whatever of the child's group is alive :data:`GRACE_S` later is
   killed; ``pod run`` itself is gone :data:`HARD_STOP_S` after the signal whatever happens;
-* a second signal kills the child's group and exits at once;
+* a second signal kills the child's group and exits at once, with the first signal's code,
+  also when it comes while ``pod run`` is already winding down;
 * the child's output reaches ``pod run``'s stderr until a stop is requested, and not after:
   a stop shows as one line, not as the stack traces of the steps it cut short;
 * the scratch root is removed when the child ends; roots whose owner is gone (a ``pod run``
@@ -19,6 +20,7 @@ Invariants:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import multiprocessing
@@ -40,6 +42,36 @@ SCRATCH_PREFIX = "pod-run-"
 SCRATCH_ENV = "POD_RUN_SCRATCH"
 _PR_SET_PDEATHSIG = 1
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def exit_on_the_next_stop_signal(code: int) -> None:
+    """From now on a SIGINT or SIGTERM ends the process at once with ``code`` (a second
+    Ctrl-C while ``pod`` winds down after the first), up to interpreter shutdown, from which
+    on they are ignored (:func:`ignore_stop_signals_at_exit`)."""
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, lambda _signum, _frame: os._exit(code))
+    ignore_stop_signals_at_exit()
+
+
+def ignore_stop_signals_at_exit() -> None:
+    """Ignore SIGINT and SIGTERM once the interpreter shuts down (atexit, once per process).
+
+    While it finalises, Python gives every signal with a handler of its own back its default
+    action: a Ctrl-C landing then would end the process killed by SIGINT instead of with the
+    exit code it is returning. Ignored signals are left ignored.
+    """
+    global _ignoring_at_exit
+    if not _ignoring_at_exit:
+        _ignoring_at_exit = True
+        atexit.register(_ignore_stop_signals)
+
+
+_ignoring_at_exit = False
+
+
+def _ignore_stop_signals() -> None:
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def die_with_parent(expected_parent_pid: int | None = None) -> None:
@@ -99,7 +131,13 @@ def _owner_of(root: Path) -> str:
 
 def marked_processes(root: Path) -> list[int]:
     """Processes of this user whose environment names ``root`` as their run's scratch."""
-    marker = f"{SCRATCH_ENV}={root}".encode()
+    return processes_with_env(SCRATCH_ENV, str(root))
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Pids of this user's processes, other than this one, whose environment has
+    ``name=value`` (Linux ``/proc``)."""
+    needle = f"{name}={value}".encode()
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -108,7 +146,7 @@ def marked_processes(root: Path) -> list[int]:
             environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if marker in environ.split(b"\0"):
+        if needle in environ.split(b"\0"):
             found.append(int(entry.name))
     return found
 
@@ -162,12 +200,17 @@ class Stopper:
         try:
             yield self
         finally:
-            for sig, handler in self._previous.items():
-                signal.signal(sig, handler)  # type: ignore[arg-type]
+            if not self.requested:
+                # After a stop the handler stays: a signal that comes while ``pod run`` winds
+                # down exits with the first stop's code, never as Python's KeyboardInterrupt
+                # (which would end the process killed by SIGINT instead of with 130).
+                for sig, handler in self._previous.items():
+                    signal.signal(sig, handler)  # type: ignore[arg-type]
 
     def _handle(self, signum: int, _frame: object) -> None:
         if self.signal_name is not None:
             self._stop_now()
+        ignore_stop_signals_at_exit()
         self.signal_name = signal.Signals(signum).name
         self._signum = signum
         self._kill_at = time.monotonic() + GRACE_S

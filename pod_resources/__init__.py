@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from pod_resources.catalog import Catalog, CatalogResource
-from pod_resources.show import ShowResource
-from pod_resources.storage import GCSObjectStore, LocalObjectStore, ObjectStore
+from pod_resources.show import ShowResource, load_show_file
+from pod_resources.storage import GCSObjectStore, LocalObjectStore, ObjectStore, store_from_url
 from pod_resources.transcriber import TranscriberResource, WhisperTranscriberResource
 
 if TYPE_CHECKING:
@@ -28,13 +28,11 @@ __all__ = [
 
 
 def _build_store(settings: Settings) -> ObjectStore:
-    url = settings.storage_url
-    if url.startswith("gs://"):
-        bucket, _, prefix = url.removeprefix("gs://").partition("/")
-        return GCSObjectStore(bucket=bucket, prefix=prefix.strip("/"), project=settings.gcp_project)
-    if url.startswith("file://"):
-        return LocalObjectStore(root=url.removeprefix("file://"))
-    raise ValueError(f"POD_STORAGE_URL must start with file:// or gs://, got {url!r}")
+    """The store ``POD_STORAGE_URL`` names (:func:`~pod_resources.storage.store_from_url`)."""
+    try:
+        return store_from_url(settings.storage_url, project=settings.gcp_project)
+    except ValueError as e:
+        raise ValueError(f"POD_STORAGE_URL: {e}") from e
 
 
 def _build_catalog(settings: Settings, store: ObjectStore) -> CatalogResource:
@@ -44,6 +42,15 @@ def _build_catalog(settings: Settings, store: ObjectStore) -> CatalogResource:
         # The URL may carry a password: Dagster resolves it at run time, never stores it.
         return CatalogResource(database_url=dg.EnvVar("POD_DATABASE_URL"), store=store)
     return CatalogResource(database_url=settings.default_database_url, store=store)
+
+
+def _build_show(settings: Settings) -> ShowResource:
+    """The show file when ``POD_SHOW_FILE`` names one, else a show from the single settings."""
+    if settings.show_file is not None:
+        return load_show_file(settings.show_file)
+    return ShowResource(
+        name=settings.show_name, intro_key=settings.intro_key, outro_key=settings.outro_key
+    )
 
 
 def build_defs(settings: Settings) -> dg.Definitions:
@@ -59,8 +66,6 @@ def build_defs(settings: Settings) -> dg.Definitions:
                 compute_type=settings.whisper_compute_type,
                 cpu_threads=settings.whisper_threads,
             ),
-            "show": ShowResource(
-                name=settings.show_name, intro_key=settings.intro_key, outro_key=settings.outro_key
-            ),
+            "show": _build_show(settings),
         }
     )

@@ -1,43 +1,41 @@
 """``purge_schedule`` and ``purge_sensor``: both launch ``purge_job``.
 
 * The schedule runs daily (cron configurable, default 03:00 UTC) and skips the day when no
-  episode is eligible. Its run key is the scheduled time, so a tick evaluated twice never
-  launches the same purge twice.
-* The sensor requests a purge whenever episodes became eligible since its cursor, the
-  latest ``status_changed_at`` among the eligible episodes it has handled. Its run key is
-  that time, so two ticks that see the same eligible set request the same run. An
-  episode whose purge failed is older than the cursor: the next purge (daily at the
-  latest) retries it without the sensor re-firing on every tick.
+  episode is eligible and no purge was left unfinished. Its run key is the scheduled time,
+  so a tick evaluated twice never launches the same purge twice.
+* The sensor requests a purge when episodes became eligible since its cursor (the latest
+  ``status_changed_at`` among the eligible episodes it has handled), and again, once the
+  latest purge run has ended, while eligible episodes remain: a backlog larger than
+  ``max_deletions`` drains run after run instead of waiting for the next newly eligible
+  episode. The backlog's run key is its oldest change and its size, so a purge that could
+  delete nothing (every deletion failed) is not requested again until something changes;
+  the daily schedule retries it.
 
-Both pass the time they evaluated at as the run's ``now``, so the run purges what the
-tick saw eligible (and nothing newer).
+Both read counts in SQL (never the eligible rows) and pass the time they evaluated at as
+the run's ``now``, so the run purges what the tick saw eligible (and nothing newer), with the
+configured retention and ``max_deletions`` (``POD_PURGE_RETENTION_HOURS``,
+``POD_PURGE_MAX_DELETIONS``; defaults in :mod:`pod_assets.defaults`). The job, its config and
+the purge itself are in :mod:`pod_assets.purge`.
 """
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
-from pod_assets.purge import DEFAULT_RETENTION_HOURS, parse_time
-from pod_assets.purge_job import purge_job, purge_run_config
-from pod_resources.catalog import CatalogResource, Episode
+from pod_assets import defaults
+from pod_assets.purge.job import purge_job, purge_run_config
+from pod_assets.purge.plan import parse_time
+from pod_assets.tags import TRIGGER_TAG
+from pod_resources.catalog import Catalog, CatalogResource, queries
 
-DEFAULT_PURGE_CRON = "0 3 * * *"
 PURGE_SENSOR_INTERVAL_S = 300
-
-
-def _eligible(catalog: CatalogResource, *, now: datetime, retention_hours: float) -> list[Episode]:
-    return catalog.get_catalog().purge_candidates(
-        now=now, retention=timedelta(hours=retention_hours)
-    )
-
-
-def _cut_short(catalog: CatalogResource) -> list[Episode]:
-    """Episodes a purge marked but did not finish (see :mod:`pod_assets.purge`)."""
-    return [
-        episode
-        for episode in catalog.get_catalog().list_episodes()
-        if episode.raw_purged_at is not None and "raw_audio" in episode.artifacts
-    ]
+_IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def schedule_run_key(scheduled_at: datetime) -> str:
@@ -48,12 +46,58 @@ def sensor_run_key(latest_eligible_change: datetime) -> str:
     return f"purge-eligible@{latest_eligible_change.astimezone(UTC).isoformat()}"
 
 
+def backlog_run_key(backlog: queries.PurgeBacklog) -> str:
+    oldest = backlog.oldest_change.astimezone(UTC).isoformat()  # type: ignore[union-attr]
+    return f"purge-backlog@{oldest}#{backlog.count}"
+
+
+def _backlog(catalog: Catalog, now: datetime, retention_hours: float) -> queries.PurgeBacklog:
+    return queries.purge_backlog(catalog, now=now, retention=timedelta(hours=retention_hours))
+
+
+def _purge_request(
+    key: str, now: datetime, *, retention_hours: float, max_deletions: int, tags: dict[str, str]
+) -> dg.RunRequest:
+    """A purge of what was eligible at ``now``, with the configured retention and cap."""
+    config = purge_run_config(now=now, retention_hours=retention_hours, max_deletions=max_deletions)
+    return dg.RunRequest(run_key=key, run_config=config, tags=tags)
+
+
+def _last_purge_finished(instance: dg.DagsterInstance, job_name: str) -> bool | None:
+    """Whether the latest run of the purge job has ended (``None``: it never ran)."""
+    records = instance.get_run_records(filters=dg.RunsFilter(job_name=job_name), limit=1)
+    if not records:
+        return None
+    return records[0].dagster_run.status not in _IN_PROGRESS
+
+
+def _sensor_purge(
+    backlog: queries.PurgeBacklog,
+    handled: datetime | None,
+    last_purge_finished: Callable[[], bool | None],
+) -> tuple[str, str] | None:
+    """The run key and trigger of the purge the sensor requests, or ``None`` to wait: episodes
+    became eligible since ``handled``, or a purge ran and eligible ones remain (the next batch
+    of a backlog larger than ``max_deletions``)."""
+    newest = backlog.newest_change
+    assert newest is not None  # count > 0
+    if handled is None or newest > handled:
+        return sensor_run_key(newest), "sensor"
+    if last_purge_finished():
+        return backlog_run_key(backlog), "sensor-backlog"
+    return None
+
+
 def build_purge_schedule(
-    *, cron: str = DEFAULT_PURGE_CRON, retention_hours: float = DEFAULT_RETENTION_HOURS
+    *,
+    cron: str = defaults.PURGE_CRON,
+    retention_hours: float = defaults.PURGE_RETENTION_HOURS,
+    max_deletions: int = defaults.PURGE_MAX_DELETIONS,
+    job: dg.JobDefinition = purge_job,
 ) -> dg.ScheduleDefinition:
     @dg.schedule(
         name="purge_schedule",
-        job=purge_job,
+        job=job,
         cron_schedule=cron,
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,
@@ -65,18 +109,19 @@ def build_purge_schedule(
         """Purges raw media past the retention, once per scheduled time."""
         scheduled = context.scheduled_execution_time or datetime.now(UTC)
         now = scheduled.astimezone(UTC)
-        eligible = _eligible(catalog, now=now, retention_hours=retention_hours)
-        cut_short = _cut_short(catalog)
-        if not eligible and not cut_short:
+        own = catalog.get_catalog()
+        backlog = _backlog(own, now, retention_hours)
+        cut_short = queries.unfinished_purges(own, limit=1)
+        if not backlog.count and not cut_short:
             return dg.SkipReason(f"no episode is past the {retention_hours} h retention")
-        return dg.RunRequest(
-            run_key=schedule_run_key(now),
-            run_config=purge_run_config(now=now, retention_hours=retention_hours),
-            tags={
-                "pod/trigger": "schedule",
-                "pod/eligible": str(len(eligible)),
-                "pod/unfinished": str(len(cut_short)),
-            },
+        tags = {
+            TRIGGER_TAG: "schedule",
+            "pod/eligible": str(backlog.count),
+            "pod/unfinished": str(len(cut_short)),
+        }
+        return _purge_request(
+            schedule_run_key(now), now,
+            retention_hours=retention_hours, max_deletions=max_deletions, tags=tags,
         )
 
     return purge_schedule
@@ -84,45 +129,48 @@ def build_purge_schedule(
 
 def build_purge_sensor(
     *,
-    retention_hours: float = DEFAULT_RETENTION_HOURS,
+    retention_hours: float = defaults.PURGE_RETENTION_HOURS,
+    max_deletions: int = defaults.PURGE_MAX_DELETIONS,
     minimum_interval_seconds: int = PURGE_SENSOR_INTERVAL_S,
+    job: dg.JobDefinition = purge_job,
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name="purge_sensor",
-        job=purge_job,
+        job=job,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Purges raw media as soon as episodes pass the retention.",
+        description="Purges raw media as soon as episodes pass the retention, "
+        "and again while a backlog remains.",
     )
     def purge_sensor(
         context: dg.SensorEvaluationContext, catalog: CatalogResource
     ) -> dg.SensorResult:
-        """Requests a purge when episodes became eligible since the cursor."""
+        """Requests a purge when episodes became eligible, or while eligible ones remain."""
         now = datetime.now(UTC)
-        handled = parse_time(context.cursor) if context.cursor else None
-        fresh = [
-            episode
-            for episode in _eligible(catalog, now=now, retention_hours=retention_hours)
-            if handled is None or episode.status_changed_at > handled
-        ]
-        if not fresh:
+        backlog = _backlog(catalog.get_catalog(), now, retention_hours)
+        if not backlog.count:
             return dg.SensorResult(
-                skip_reason="no episode became eligible for the purge", cursor=context.cursor
+                skip_reason="no episode is eligible for the purge", cursor=context.cursor
             )
-        latest = max(episode.status_changed_at for episode in fresh)
+        handled = parse_time(context.cursor) if context.cursor else None
+        newest = backlog.newest_change
+        assert newest is not None  # count > 0
+        wanted = _sensor_purge(
+            backlog, handled, lambda: _last_purge_finished(context.instance, job.name)
+        )
+        if wanted is None:
+            return dg.SensorResult(
+                skip_reason="no episode became eligible; the requested purge has not ended",
+                cursor=context.cursor,
+            )
+        key, trigger = wanted
+        tags = {TRIGGER_TAG: trigger, "pod/eligible": str(backlog.count)}
+        request = _purge_request(
+            key, now, retention_hours=retention_hours, max_deletions=max_deletions, tags=tags
+        )
         return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(
-                    run_key=sensor_run_key(latest),
-                    run_config=purge_run_config(now=now, retention_hours=retention_hours),
-                    tags={"pod/trigger": "sensor", "pod/eligible": str(len(fresh))},
-                )
-            ],
-            cursor=latest.astimezone(UTC).isoformat(),
+            run_requests=[request],
+            cursor=max(newest, handled or newest).astimezone(UTC).isoformat(),
         )
 
     return purge_sensor
-
-
-purge_schedule = build_purge_schedule()
-purge_sensor = build_purge_sensor()

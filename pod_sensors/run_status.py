@@ -14,9 +14,9 @@ import dagster as dg
 
 from pod_assets.jobs import process_episode_job
 from pod_assets.status import mark_run_failed
+from pod_assets.tags import PARTITION_TAG
 from pod_resources.catalog import CatalogResource
 
-PARTITION_TAG = "dagster/partition"
 
 
 def _mark(context: dg.RunStatusSensorContext, catalog: CatalogResource, message: str) -> None:

@@ -28,7 +28,15 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.pod-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"
+  # pip and the build backend talk a lot even with -q (setuptools' editable-install banner,
+  # index warnings): their output goes to a log, shown only when the install fails.
+  log="$VENV/pip-install.log"
+  echo "setup: installing the project and its pinned dependencies into $VENV (log: $log)"
+  if ! { "$VENV/bin/python" -m pip install -q --upgrade pip \
+         && "$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[dev]"; } >"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "setup: pip install failed; the whole output is in $log" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi

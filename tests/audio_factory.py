@@ -47,6 +47,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pod_audio.dsp import channel_layout_name
+
 __all__ = [
     "FORMATS",
     "FileFormat",
@@ -200,7 +202,7 @@ def read_audio(
     """Decode a file to float32 ``(frames, channels)``, resampled and up/downmixed by FFmpeg."""
     parts: list[np.ndarray] = []
     with av.open(str(path)) as container:
-        resampler = av.AudioResampler(format="flt", layout=_layout(channels), rate=sample_rate)
+        resampler = av.AudioResampler(format="flt", layout=channel_layout_name(channels), rate=sample_rate)
         for frame in container.decode(audio=0):
             for out in resampler.resample(frame):
                 parts.append(out.to_ndarray().reshape(-1, channels))
@@ -288,10 +290,6 @@ _PCM_ENCODERS = {
 }
 
 
-def _layout(channels: int) -> str:
-    return {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
-
-
 def _to_sample_fmt(block: np.ndarray, sample_fmt: str) -> np.ndarray:
     """``(frames, channels)`` float -> the array layout PyAV's ``from_ndarray`` wants."""
     clipped = np.clip(block, -1.0, 1.0)
@@ -351,14 +349,14 @@ def write_audio(
                 channels = big.shape[1]
                 if spec.max_channels and channels > spec.max_channels:
                     raise ValueError(f"{path.suffix} holds at most {spec.max_channels} channels")
-                stream = container.add_stream(encoder, rate=sample_rate, layout=_layout(channels))
+                stream = container.add_stream(encoder, rate=sample_rate, layout=channel_layout_name(channels))
                 stream.codec_context.format = sample_fmt
                 if bitrate_kbps:
                     stream.codec_context.bit_rate = bitrate_kbps * 1000
             for start in range(0, big.shape[0], block_frames):
                 block = big[start : start + block_frames]
                 frame = av.AudioFrame.from_ndarray(
-                    _to_sample_fmt(block, sample_fmt), format=sample_fmt, layout=_layout(block.shape[1])
+                    _to_sample_fmt(block, sample_fmt), format=sample_fmt, layout=channel_layout_name(block.shape[1])
                 )
                 frame.sample_rate = sample_rate
                 frame.pts = written
@@ -480,7 +478,7 @@ def write_video(
         vstream.pix_fmt = "yuv420p"
         astream = None
         if audio is not None:
-            astream = container.add_stream("aac", rate=sample_rate, layout=_layout(audio.shape[1]))
+            astream = container.add_stream("aac", rate=sample_rate, layout=channel_layout_name(audio.shape[1]))
         frames = max(1, int(round(duration_s * fps)))
         yy, xx = np.mgrid[0:height, 0:width]
         for i in range(frames):
@@ -499,7 +497,7 @@ def write_video(
             for start in range(0, audio.shape[0], 4096):
                 block = audio[start : start + 4096]
                 aframe = av.AudioFrame.from_ndarray(
-                    _to_sample_fmt(block, "fltp"), format="fltp", layout=_layout(block.shape[1])
+                    _to_sample_fmt(block, "fltp"), format="fltp", layout=channel_layout_name(block.shape[1])
                 )
                 aframe.sample_rate = sample_rate
                 aframe.pts = written

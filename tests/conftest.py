@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.plugins.postgres",
     "tests.plugins.pipeline",
     "tests.plugins.dagster_services",
+    "tests.plugins.browser",
 ]
 
 

@@ -15,20 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from bench import corpus
+from pod_audio.dsp import write_wav
 
 SR = corpus.SR
 
-__all__ = ["SR", "Piece", "Script", "espeak", "has_espeak", "render_script", "write_wav"]
+__all__ = ["SR", "Piece", "Script", "espeak", "has_espeak", "render_script"]
 
 
 def has_espeak() -> bool:
     return shutil.which("espeak-ng") is not None
-
-
-def write_wav(path: Path, samples: np.ndarray) -> Path:
-    """16 kHz mono 16-bit WAV of float samples in ``[-1, 1]``."""
-    corpus.write_wav(path, samples)
-    return path
 
 
 def espeak(text: str, *, voice: str = "en-us+m3", speed_wpm: int = 160, pitch: int = 50) -> np.ndarray:

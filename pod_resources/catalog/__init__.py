@@ -15,19 +15,21 @@ from pod_resources.catalog.engine import (
     remove_global_idle_checkout_guard,
 )
 from pod_resources.catalog.models import ALLOWED_TRANSITIONS, FINISHED_STATUSES, EpisodeStatus
-from pod_resources.catalog.repository import (
-    Catalog,
-    Episode,
+from pod_resources.catalog.errors import (
     EpisodeNotFoundError,
     InvalidTransitionError,
-    Publication,
     RawMediaPurgedError,
+)
+from pod_resources.catalog.records import (
+    Episode,
+    Publication,
     Registration,
     RegistrationKind,
     StatusChange,
     UploadRecord,
     version_episode_id,
 )
+from pod_resources.catalog.repository import Catalog
 from pod_resources.catalog.resource import CatalogResource
 
 __all__ = [

@@ -5,7 +5,8 @@ the pool is replaced before use), ``pool_recycle``, TCP keepalives and an ``appl
 so its backends can be found in ``pg_stat_activity``. SQLite gets WAL, a 30 s busy timeout and
 foreign keys, and write transactions that take the write lock up front (``BEGIN IMMEDIATE``).
 Both get the idle-checkout guard: a connection that comes out of the pool inside a
-transaction fails loudly (:func:`install_idle_checkout_guard`).
+transaction fails loudly (:func:`install_idle_checkout_guard`). :func:`is_transient` says
+which driver errors a unit of work may be run again after.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    OperationalError,
+    PendingRollbackError,
+)
 from sqlalchemy.pool import Pool, StaticPool
 
 DEFAULT_APPLICATION_NAME = "pod-pipeline"
@@ -175,6 +181,24 @@ def _create_sqlite_engine(url: URL) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
 
     return engine
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors after which running the whole unit again can succeed."""
+    if isinstance(exc, PendingRollbackError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    orig = exc.orig
+    if isinstance(orig, sqlite3.OperationalError):
+        message = str(orig).lower()
+        return "locked" in message or "busy" in message
+    # psycopg: connection failures, serialization failures, deadlocks, admin shutdown.
+    return type(orig).__module__.startswith("psycopg")
 
 
 def write_engine(engine: Engine) -> Engine:

@@ -10,7 +10,7 @@ themselves, listed again on rebuild, and a run's ownership does not outlive the 
 Invariants:
 
 - :class:`ManifestCatalog` writes the manifest *after* each change that matters has been
-  committed (registration, status change, purge mark and unmark, publication), from the row
+  committed (registration, status change, metrics, purge mark and unmark, publication), from the row
   as read back then; a manifest never shows a state the catalog did not hold.
 - The catalog stays the system of record while it exists; manifests are only read to
   rebuild it.
@@ -32,13 +32,14 @@ from typing import Any
 import dagster as dg
 
 from pod_resources.catalog.engine import DEFAULT_APPLICATION_NAME, CatalogError
-from pod_resources.catalog.repository import Catalog, Episode, FrozenMap, Registration
+from pod_resources.catalog.records import Episode, FrozenMap, Registration
+from pod_resources.catalog.repository import Catalog
 from pod_resources.storage import ObjectInfo, ObjectStore
 
 MANIFEST_FORMAT = 1
 EPISODES_PREFIX = "episodes/"
 """Where episodes live in the store; the same as ``pod_assets.layout.EPISODES_PREFIX``
-(this package cannot import the assets' layout; ``tests/test_catalog_rebuild.py`` checks)."""
+(this package cannot import the assets' layout; ``tests/pipeline/test_catalog_rebuild.py`` checks)."""
 MANIFEST_NAME = "episode.json"
 NOT_IN_MANIFEST: frozenset[str] = frozenset({"artifacts", "processing_run_id"})
 _UNCHANGED_REGISTRATIONS = frozenset({"duplicate", "already_seen"})
@@ -197,6 +198,12 @@ class ManifestCatalog(Catalog):
         if cleared:
             self.write_manifest_of(episode_id)
         return cleared
+
+    def record_metrics(self, episode_id: str, metrics: Mapping[str, float | int]) -> None:
+        """The catalog's ``record_metrics``, then the manifest: a metric recorded after the
+        episode's last status change (its first publication, say) survives a rebuild too."""
+        super().record_metrics(episode_id, metrics)
+        self.write_manifest_of(episode_id)
 
     def publish(self, episode_id: str, **kwargs: Any) -> Any:
         """The catalog's ``publish`` (episode versions), then the manifests of every

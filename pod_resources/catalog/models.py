@@ -1,7 +1,8 @@
 """ORM models of the catalog database.
 
-These classes never leave :mod:`pod_resources.catalog.repository`: every repository method
-converts rows to frozen dataclasses before its session closes (seed bug 3).
+These classes never leave the catalog's units of work (:mod:`pod_resources.catalog.repository`
+and the modules it runs): every :class:`Catalog` method converts rows to frozen dataclasses
+(:mod:`pod_resources.catalog.records`) before its session closes (seed bug 3).
 """
 
 from __future__ import annotations
@@ -36,14 +37,15 @@ ALLOWED_TRANSITIONS: dict[EpisodeStatus, frozenset[EpisodeStatus]] = {
         {EpisodeStatus.PUBLISHED, EpisodeStatus.PROCESSING, EpisodeStatus.ERROR}
     ),
     EpisodeStatus.PUBLISHED: frozenset(
-        {EpisodeStatus.SUPERSEDED, EpisodeStatus.PROCESSING, EpisodeStatus.ERROR}
+        {EpisodeStatus.SUPERSEDED, EpisodeStatus.PROCESSING, EpisodeStatus.PROCESSED, EpisodeStatus.ERROR}
     ),
     EpisodeStatus.SUPERSEDED: frozenset({EpisodeStatus.PROCESSING, EpisodeStatus.ERROR}),
     EpisodeStatus.ERROR: frozenset({EpisodeStatus.PROCESSING, EpisodeStatus.ERROR}),
 }
 """``from -> {to}``. A new run may take over a ``processing`` episode; anything may fail.
 ``published -> superseded`` happens only in :meth:`Catalog.publish`, when another version of
-the same upload name is published."""
+the same upload name is published. ``published -> processed``: unpublished by the operator
+(``pod unpublish``)."""
 
 FINISHED_STATUSES: frozenset[EpisodeStatus] = frozenset(
     {EpisodeStatus.PROCESSED, EpisodeStatus.PUBLISHED, EpisodeStatus.SUPERSEDED}
@@ -99,6 +101,9 @@ class EpisodeRow(Base):
         sa.UniqueConstraint("content_hash", name="uq_episodes_content_hash"),
         sa.Index("ix_episodes_status", "status"),
         sa.Index("ix_episodes_version_of", "version_of"),
+        # Migration 0004: the purge's retention order and counts, pod status pages.
+        sa.Index("ix_episodes_purge_order", "raw_purged_at", "status_changed_at", "status"),
+        sa.Index("ix_episodes_created", "created_at", "episode_id"),
     )
 
     episode_id: Mapped[str] = mapped_column(sa.String(200), primary_key=True)

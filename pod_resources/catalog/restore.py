@@ -22,8 +22,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from pod_resources.catalog.engine import CatalogError, write_engine
-from pod_resources.catalog.models import EpisodeRow, StatusHistoryRow, UploadRow
-from pod_resources.catalog.repository import Catalog, Episode
+from pod_resources.catalog.models import EpisodeRow, UploadRow
+from pod_resources.catalog.records import Episode
+from pod_resources.catalog.repository import Catalog
+from pod_resources.catalog.rows import add_episode, add_upload
 
 
 class RestoreConflictError(CatalogError):
@@ -57,18 +59,9 @@ def restore_episode(catalog: Catalog, episode: Episode, *, note: str) -> bool:
             with session.begin():
                 if session.get(EpisodeRow, episode.episode_id) is not None:
                     return False
-                session.add(EpisodeRow(**_row_values(episode)))
-                session.flush()
-                session.add(
-                    StatusHistoryRow(
-                        episode_id=episode.episode_id,
-                        from_status=None,
-                        to_status=episode.status.value,
-                        at=episode.status_changed_at,
-                        message=note,
-                    )
-                )
-                _restore_upload(session, episode)
+                row = EpisodeRow(**_row_values(episode))
+                add_episode(session, row, message=note)
+                _restore_upload(session, row)
         except IntegrityError:
             raise RestoreConflictError(
                 f"episode {episode.episode_id} not restored: another episode in the catalog "
@@ -77,7 +70,9 @@ def restore_episode(catalog: Catalog, episode: Episode, *, note: str) -> bool:
     return True
 
 
-def _restore_upload(session: Session, episode: Episode) -> None:
+def _restore_upload(session: Session, episode: EpisodeRow) -> None:
+    """The upload record of the episode's own source generation, seen when it was created,
+    unless that upload, or another one of its bytes, is recorded already."""
     key = (episode.source_name, episode.source_generation)
     if session.get(UploadRow, key) is not None:
         return
@@ -88,13 +83,6 @@ def _restore_upload(session: Session, episode: Episode) -> None:
     ).first()
     if taken is not None:
         return
-    session.add(
-        UploadRow(
-            object_name=episode.source_name,
-            generation=episode.source_generation,
-            content_hash=episode.content_hash,
-            episode_id=episode.episode_id,
-            duplicate_of=None,
-            seen_at=episode.created_at,
-        )
+    add_upload(
+        session, episode, episode.source_name, episode.source_generation, seen_at=episode.created_at
     )

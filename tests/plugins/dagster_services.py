@@ -38,6 +38,7 @@ import yaml
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from pod_pipeline.worker import processes_with_env
 from pod_resources.storage import GCSObjectStore
 from tests.plugins.gcs import GCSEmulator, make_gcs_store
 from tests.plugins.postgres import terminate_backends
@@ -58,26 +59,19 @@ _LOG_TAIL_CHARS = 6000
 T = TypeVar("T")
 
 
+PUBLIC_GCS_HOST = "storage.googleapis.com"
+"""The emulator answers path-style public URLs addressed to this host."""
+
+
+def public_gcs_url(bucket: str) -> str:
+    """The public URL of ``bucket``'s root, as GCS spells it (``http``: the emulator's)."""
+    return f"http://{PUBLIC_GCS_HOST}/{bucket}/"
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def processes_with_env(name: str, value: str) -> list[int]:
-    """Pids of this user's processes whose environment has ``name=value`` (Linux /proc)."""
-    needle = f"{name}={value}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
-            pids.append(int(entry.name))
-    return pids
 
 
 def instance_config_for_tests() -> dict[str, Any]:
@@ -202,7 +196,8 @@ class DagsterServices:
         return False
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
+    """Whether GET ``url`` answers 200 within 3 s."""
     try:
         with urllib.request.urlopen(url, timeout=3) as response:
             return response.status == 200
@@ -255,6 +250,9 @@ def dagster_services(
         store = make_gcs_store(gcs_emulator, bucket=bucket, prefix="prod")
 
     catalog_url = server.set(database=catalog_db).render_as_string(hide_password=False)
+    # Links go to the bucket's public URL, as on GCS; a browser maps that host to the emulator.
+    show_file = root / "show.toml"
+    show_file.write_text(f'title = "Browser Check"\npublic_base_url = "{public_gcs_url(bucket)}prod/"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POD_", "DAGSTER_"))}
     env.update(
         {
@@ -262,6 +260,7 @@ def dagster_services(
             "POD_STORAGE_URL": f"gs://{bucket}/prod",
             "POD_DATABASE_URL": catalog_url,
             "POD_GCP_PROJECT": "test",
+            "POD_SHOW_FILE": str(show_file),
             "POD_SENSOR_INTERVAL_S": "1",
             "POD_WHISPER_THREADS": "1",
             "STORAGE_EMULATOR_HOST": gcs_emulator.endpoint,
@@ -306,7 +305,7 @@ def dagster_services(
             )
         try:
             services.wait_until(
-                "the webserver", lambda: _http_ok(f"{services.url}/server_info"), timeout_s=_START_TIMEOUT_S
+                "the webserver", lambda: http_ok(f"{services.url}/server_info"), timeout_s=_START_TIMEOUT_S
             )
             services.wait_until("the code location", services.location_loaded, timeout_s=_START_TIMEOUT_S)
             services.wait_until(

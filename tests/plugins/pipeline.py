@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,10 +12,13 @@ import pytest
 from pod_assets import layout
 from pod_assets.partitions import episode_partitions
 from pod_resources.catalog import Catalog, CatalogResource
+from pod_resources.catalog.engine import dispose_engines
 from pod_resources.show import ShowResource
-from pod_resources.storage import LocalObjectStore, ObjectStore
+from pod_resources.storage import GCSObjectStore, LocalObjectStore, ObjectStore
 from pod_resources.transcriber import WhisperTranscriberResource
 from tests.audio_factory import jfk_path as _jfk_path
+from tests.plugins.gcs import GCSEmulator, make_gcs_store
+from tests.pod_env import gcs_postgres_env
 
 
 
@@ -85,3 +89,28 @@ def pipeline(tmp_path) -> Pipeline:
             store=LocalObjectStore(root=str(tmp_path / "store")),
             catalog_resource=CatalogResource(database_url=f"sqlite:///{tmp_path / 'catalog.db'}"),
         )
+
+
+@dataclass(frozen=True)
+class GCSPostgresHome:
+    """A POD_HOME whose ``pod`` processes run on a fresh GCS emulator bucket (prefix ``pod``)
+    and a fresh Postgres database."""
+
+    home: Path
+    env: dict[str, str]
+    """The environment of a ``pod`` process on this home."""
+    store: GCSObjectStore
+    database_url: str
+
+
+@pytest.fixture
+def gcs_postgres_home(
+    tmp_path: Path, gcs_emulator_env: GCSEmulator, postgres_url: str
+) -> Iterator[GCSPostgresHome]:
+    """``tmp_path/home`` on the GCS emulator and Postgres; the test process's engines on the
+    database are let go of afterwards."""
+    home = tmp_path / "home"
+    store = make_gcs_store(gcs_emulator_env, prefix="pod")
+    env = gcs_postgres_env(home, store, gcs_emulator_env.endpoint, postgres_url)
+    yield GCSPostgresHome(home=home, env=env, store=store, database_url=postgres_url)
+    dispose_engines(postgres_url)

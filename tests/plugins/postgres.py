@@ -61,6 +61,16 @@ def terminate_backend(pid: int) -> bool:
     return bool(row and row[0])
 
 
+def _drop_database(url: str, name: str) -> None:
+    """Let go of ``url``'s pooled connections, end every session on ``name`` and drop it."""
+    dispose_engines(url)
+    terminate_backends(database=name)
+    with _admin_connection() as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
 @pytest.fixture(scope="session")
 def postgres_server_url() -> str:
     """SQLAlchemy URL of the local Postgres server (no database part)."""
@@ -85,12 +95,7 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     try:
         yield url
     finally:
-        dispose_engines(url)
-        terminate_backends(database=name)
-        with _admin_connection() as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        _drop_database(url, name)
 
 
 @dataclass(frozen=True)
@@ -132,12 +137,8 @@ def app_database(postgres_server_url: str) -> Iterator[AppDatabase]:
     try:
         yield AppDatabase(url=url, database=name, role=role)
     finally:
-        dispose_engines(url)
-        terminate_backends(database=name)
+        _drop_database(url, name)
         with _admin_connection() as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 

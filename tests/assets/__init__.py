@@ -1,0 +1,1 @@
+"""Tests of pod_assets: the episode assets, publishing and the purge."""

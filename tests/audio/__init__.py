@@ -1,0 +1,1 @@
+"""Tests of pod_audio, the pure audio library."""

@@ -1,0 +1,1 @@
+"""Tests of pod_resources: the object stores and the catalog."""
