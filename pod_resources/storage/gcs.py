@@ -96,7 +96,16 @@ class GCSObjectStore(ObjectStore):
             if self._client is None:
                 from dagster_gcp import GCSResource
 
-                self._client = GCSResource(project=self.project).get_client()
+                client = GCSResource(project=self.project).get_client()
+                # The client keeps a bucket-metadata cache that only labels OpenTelemetry
+                # spans, and it fills it from background threads: a bucket GET on first use,
+                # and an existence check after every 404 (whatever
+                # DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA says). Every library path
+                # that uses it checks it for None first; without it, each store call makes
+                # exactly the requests the store asks for.
+                if hasattr(client, "_bucket_metadata_cache"):
+                    client._bucket_metadata_cache = None
+                self._client = client
             return self._client
 
     def _bucket(self) -> Any:

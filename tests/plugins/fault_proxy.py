@@ -421,12 +421,11 @@ def gcs_fault_proxy(
 ) -> Iterator[FaultProxy]:
     """A fault proxy in front of the session's emulator; ``STORAGE_EMULATOR_HOST`` points at it.
 
-    The client library's background bucket-metadata probe is switched off, so every request
+    The store switches off the client library's background bucket probes, so every request
     the proxy sees (and every fault it applies) belongs to a store call.
     """
     proxy = FaultProxy(gcs_emulator.endpoint).start()
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", proxy.endpoint)
-    monkeypatch.setenv("DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA", "1")
     try:
         yield proxy
     finally:
