@@ -18,7 +18,9 @@
 
 Chunks are independent; a finished chunk can be kept in a :class:`ChunkCache` so that an
 interrupted transcription resumes at the first unfinished chunk. Alignment and filler
-detection of one chunk run on a helper thread while the recogniser works on the next.
+detection of finished chunks run on helper threads while the recogniser works on the next;
+on a long file two chunks at once, their pocketsphinx searches in worker processes
+(:mod:`pod_audio.search_workers`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
@@ -35,7 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from pod_audio import filler_checks, fillers
+from pod_audio import filler_checks, fillers, search_workers
 from pod_audio.align import align_words, aligner_version, frame_levels_db
 from pod_audio.chunking import plan_chunks
 from pod_audio.dsp import SAMPLE_RATE, as_int16
@@ -52,7 +55,7 @@ __all__ = [
     "transcribe_samples",
 ]
 
-ALGORITHM_VERSION = 5
+ALGORITHM_VERSION = 6
 """Bumped whenever chunking, alignment or filler detection change what a chunk yields:
 cached chunks of another version are not reused."""
 FRAME_SAMPLES = 160
@@ -236,42 +239,54 @@ def _run_chunks(
 ) -> list[list[Word]]:
     """Words of each chunk (times from the start of the file), in the chunks' order.
 
-    The recogniser works through the chunks in this thread; each chunk's alignment and
-    filler search runs on one helper thread meanwhile (both release the GIL in their
-    native code), so at most two chunks are held in memory.
+    The recogniser works through the chunks in this thread; the alignment and filler search
+    of the chunks it has finished run on helper threads meanwhile. With more than one chunk
+    to work on, as many helpers as the machine has cores (at most two) each finish a chunk,
+    and their pocketsphinx searches run in worker processes
+    (:mod:`pod_audio.search_workers`), since pocketsphinx holds the GIL while it searches.
+    At most one chunk per helper plus the one being recognised is held in memory.
     """
     results: list[list[Word]] = [[] for _ in chunks]
-    pending: tuple[int, Future[list[Word]]] | None = None
+    keys = [_chunk_key(fingerprint, start, end) for start, end in chunks]
+    cached = [cache.get(key) if cache is not None else None for key in keys]
+    to_do = sum(1 for words in cached if words is None)
+    helpers = min(_PARALLEL_CHUNKS, search_workers.usable_cores()) if to_do > 1 else 1
+    pending: deque[tuple[int, Future[list[Word]]]] = deque()
 
     def collect() -> None:
-        index, future = pending  # type: ignore[misc]
+        index, future = pending.popleft()
         start, end = chunks[index]
         words = [w.shifted(start / SAMPLE_RATE) for w in future.result()]
         results[index] = words
         if cache is not None:
-            cache.put(_chunk_key(fingerprint, start, end), words)
+            cache.put(keys[index], words)
         if progress is not None:
             progress(end / SAMPLE_RATE, total_s)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pod-align") as helper:
+    with (
+        search_workers.workers(helpers),
+        ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="pod-align") as pool,
+    ):
         for index, (start, end) in enumerate(chunks):
-            cached = cache.get(_chunk_key(fingerprint, start, end)) if cache else None
-            if cached is not None:
-                results[index] = cached
+            if cached[index] is not None:
+                results[index] = cached[index]
                 if progress is not None:
                     progress(end / SAMPLE_RATE, total_s)
                 continue
             pcm = np.fromfile(pcm_path, dtype=np.int16, count=end - start, offset=2 * start)
             words = recogniser.recognise(pcm.astype(np.float32) / 32768.0)
-            if pending is not None:
+            while len(pending) >= helpers:
                 collect()
-            pending = (
-                index,
-                helper.submit(finish_chunk, pcm, words, recogniser, detect_fillers=detect_fillers),
+            pending.append(
+                (index, pool.submit(finish_chunk, pcm, words, recogniser, detect_fillers=detect_fillers))
             )
-        if pending is not None:
+        while pending:
             collect()
     return results
+
+
+_PARALLEL_CHUNKS = 2
+"""Chunks aligned at once on a long transcription (one per core on the 2-core target)."""
 
 
 def _chunk_key(fingerprint: str, start_sample: int, end_sample: int) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
+from pod_audio import search_workers
 from pod_audio.dsp import SAMPLE_RATE, runs
 from pod_audio.errors import TranscriptionError
 from pod_audio.filler_frames import _STEADY_WINDOW, _VOICED, FRAMES_PER_S, FrameFeatures
@@ -419,7 +420,7 @@ def phones_around(pcm: np.ndarray, candidates: Sequence[Candidate]) -> list[Word
     phones: list[Word] = []
     for lo, hi in spans:
         piece = pcm[int(lo * SAMPLE_RATE) : int(hi * SAMPLE_RATE)]
-        phones += [p.shifted(lo) for p in phone_segments(piece)]
+        phones += [p.shifted(lo) for p in search_workers.run(phone_segments, piece)]
     return phones
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import os
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from pod_audio.dsp import SAMPLE_RATE
+from pod_audio.search_workers import usable_cores
 from pod_audio.errors import TranscriptionError
 from pod_audio.transcript import Word
 
@@ -137,20 +137,13 @@ def _sha256(path: Path) -> str:
     return _sha256_cached(str(path), stat.st_size, stat.st_mtime_ns)
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 _MODELS: dict[tuple[Any, ...], Any] = {}
 _MODELS_LOCK = threading.Lock()
 
 
 def _load(resolved: ResolvedModel, settings: WhisperSettings) -> Any:
     """A loaded model, shared by every engine of this process with the same settings."""
-    threads = settings.cpu_threads or _cpu_count()
+    threads = settings.cpu_threads or usable_cores()
     compute_type = settings.compute_type
     if compute_type == "default":
         compute_type = "int8" if settings.device == "cpu" else "default"
