@@ -10,7 +10,6 @@ loop.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -19,8 +18,8 @@ from scipy.ndimage import uniform_filter1d
 
 from pod_audio import search_workers
 from pod_audio.dsp import SAMPLE_RATE, runs
-from pod_audio.errors import TranscriptionError
 from pod_audio.filler_frames import _STEADY_WINDOW, _VOICED, FRAMES_PER_S, FrameFeatures
+from pod_audio.phone_loop import phone_segments
 from pod_audio.transcript import Word, canonical_filler
 
 __all__ = [
@@ -380,27 +379,6 @@ _NASAL_DROP_DB = 5.0
 # --------------------------------------------------------------------------- phone loop
 
 
-def phone_segments(pcm: np.ndarray) -> list[Word]:
-    """Decode 16 kHz ``int16`` samples with pocketsphinx's phone loop (no words).
-
-    Returns one :class:`Word` per phone (text the phone, e.g. ``"AH"``, ``"+SPN+"``,
-    ``"SIL"``), times in seconds from the first sample.
-    """
-    decoder = _phone_decoder()
-    try:
-        decoder.start_utt()
-        decoder.process_raw(np.ascontiguousarray(pcm, dtype=np.int16).tobytes(), full_utt=True)
-        decoder.end_utt()
-        if decoder.hyp() is None:
-            return []
-        return [
-            Word(seg.word, seg.start_frame / FRAMES_PER_S, (seg.end_frame + 1) / FRAMES_PER_S)
-            for seg in decoder.seg()
-        ]
-    except RuntimeError as exc:
-        raise TranscriptionError(f"pocketsphinx phone loop failed: {exc}") from exc
-
-
 _PHONE_CONTEXT_S = 0.5
 """Audio decoded by the phone loop on each side of a candidate."""
 
@@ -408,7 +386,7 @@ _PHONE_CONTEXT_S = 0.5
 def phones_around(pcm: np.ndarray, candidates: Sequence[Candidate]) -> list[Word]:
     """The phone loop's segments over the stretches around ``candidates`` only (each
     candidate with 0.5 s on each side; overlapping stretches merged), times from the first
-    sample of ``pcm``. One decoder, one utterance per stretch."""
+    sample of ``pcm``; a fresh decoder per stretch, in a search worker where one runs."""
     spans: list[list[float]] = []
     duration_s = len(pcm) / SAMPLE_RATE
     for c in sorted(candidates, key=lambda c: c.start):
@@ -422,16 +400,3 @@ def phones_around(pcm: np.ndarray, candidates: Sequence[Candidate]) -> list[Word
         piece = pcm[int(lo * SAMPLE_RATE) : int(hi * SAMPLE_RATE)]
         phones += [p.shifted(lo) for p in search_workers.run(phone_segments, piece)]
     return phones
-
-
-def _phone_decoder():  # noqa: ANN202 - pocketsphinx.Decoder
-    """A fresh phone-loop decoder (a reused one carries state between utterances)."""
-    try:
-        from pocketsphinx import Decoder, get_model_path
-    except ImportError as exc:  # pragma: no cover - dependency missing
-        raise TranscriptionError("pocketsphinx is not installed") from exc
-    phone_lm = os.path.join(get_model_path(), "en-us", "en-us-phone.lm.bin")
-    try:
-        return Decoder(loglevel="ERROR", lm=None, allphone=phone_lm)
-    except (RuntimeError, ValueError) as exc:
-        raise TranscriptionError(f"pocketsphinx cannot start its phone loop: {exc}") from exc
