@@ -551,7 +551,8 @@ def memory_rows(
     rows: Sequence[dict[str, Any]], sizes: Sequence[float], asr_sizes: Sequence[float] = ()
 ) -> list[dict[str, Any]]:
     """Peak RSS per step at the largest size (<= 300 MB; transcript <= 600 MB) and its growth
-    from the smallest."""
+    from the smallest, both of the whole process tree (a step's encoder or search workers
+    count: they are memory the step needs)."""
     out = []
     for name, label in _MEMORY_STEPS.items():
         by_size = {r["size"]: r for r in rows if r["name"] == name}
@@ -568,13 +569,14 @@ def memory_rows(
             out.append({
                 "step": label, "size": large, "peak_rss_mb": r["peak_rss_mb"],
                 "tree_rss_mb": r["tree_rss_mb"], "target": f"<= {limit:g} MB",
-                "met": r["peak_rss_mb"] <= limit,
+                "met": r["tree_rss_mb"] <= limit,
             })
         if small in by_size and large in by_size and small != large:
-            growth = by_size[large]["peak_rss_mb"] / by_size[small]["peak_rss_mb"]
+            growth = by_size[large]["tree_rss_mb"] / by_size[small]["tree_rss_mb"]
             out.append({
                 "step": label, "size": f"{small} -> {large}",
                 "peak_rss_mb": by_size[large]["peak_rss_mb"],
+                "tree_rss_mb": by_size[large]["tree_rss_mb"],
                 "growth": round(growth, 3), "target": f"< {RSS_GROWTH_LIMIT:g}x",
                 "met": growth < RSS_GROWTH_LIMIT,
             })
@@ -701,7 +703,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "## Peak memory",
         "",
         "Peak RSS is the largest single process of a run (`ru_maxrss` from `wait4`); "
-        "tree RSS is the largest sampled sum over the process and its children (50 ms samples). "
+        "tree RSS is the largest sampled sum over the process and its children (50 ms samples): "
+        "the targets are judged on it, since an encoder or a search worker is memory the step needs. "
         f"The runner's own peak RSS, the floor of every child's, was {results['runner_peak_rss_mb']:.0f} MB.",
         "",
         "| step | size | peak RSS MB | tree RSS MB | growth | target | met |",
