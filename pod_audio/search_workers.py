@@ -58,7 +58,11 @@ class _Worker:
             _send(self.process.stdin, (search, args))
             ok, value = _receive(self.process.stdout)
         except (OSError, EOFError) as exc:
-            code = self.process.poll()
+            # The pipe closes as the process exits, a moment before its exit code is there.
+            try:
+                code: int | None = self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                code = None
             raise TranscriptionError(
                 f"a pocketsphinx worker process died (exit code {code})"
             ) from exc
