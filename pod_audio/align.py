@@ -387,13 +387,7 @@ def _force_align(
     flat = [t for word_tokens in tokens for t in word_tokens]
     if not flat:
         return [(-1.0, -1.0)] * len(tokens)
-    if hesitations:
-        # The narrow beam first; a search it loses its way in gets the full beam.
-        segments = search_workers.run(_search, pcm, flat, True, HESITATION_WORD_BEAM)
-        if segments is None:
-            segments = search_workers.run(_search, pcm, flat, True, None)
-    else:
-        segments = search_workers.run(_search, pcm, flat, False, None)
+    segments = search_workers.run(_search, pcm, flat, hesitations)
     if segments is None:
         return None
     spans: list[tuple[float, float]] = []
@@ -410,12 +404,14 @@ def _force_align(
 
 
 def _search(
-    pcm: np.ndarray, flat: Sequence[str], hesitations: bool, wbeam: float | None
+    pcm: np.ndarray, flat: Sequence[str], hesitations: bool
 ) -> list[tuple[str, int, int]] | None:
     """The frames ``[start, end)`` of each token of ``flat``, in order; ``None`` when the
     search does not pass every token. Runs where :func:`pod_audio.search_workers.run`
     puts it."""
-    decoder = _decoder(wbeam=wbeam)
+    # The search with hesitations reads its path from the Viterbi backtrace, not from a
+    # best path through the word lattice: building that lattice cost three quarters of it.
+    decoder = _decoder(bestpath=not hesitations)
     try:
         for token in set(flat):
             if decoder.lookup_word(token) is None:
@@ -441,7 +437,7 @@ def _search(
 
 
 def _is_filler_segment(name: str) -> bool:
-    return name in ("<s>", "</s>", "<sil>") or name.startswith("[") or name.startswith("+")
+    return name in ("<s>", "</s>", "<sil>", "(NULL)") or name.startswith("[") or name.startswith("+")
 
 
 def _strip_variant(text: str) -> str:
@@ -451,26 +447,14 @@ def _strip_variant(text: str) -> str:
     return text
 
 
-HESITATION_WORD_BEAM = 1e-25
-"""Word-exit beam of the search with optional hesitations (pocketsphinx's default is
-``7e-29``). Every slot between two words offers five hesitations, and most of the search's
-time goes to word exits that never win. Measured on 60 s of the benchmark speech: the
-default 8.6 CPU s, ``1e-25`` 6.7 s, ``1e-20`` 4.5 s. ``1e-25`` places the words of the
-filler sets on the same frames but one word end (10 ms); ``1e-20`` moved words on the
-held-vowel set (an "end" 0.9 s late) and lost two fillers. A search the narrow beam loses
-its way in (no path passes every word) runs again with the default beam."""
-
-
-def _decoder(*, wbeam: float | None = None):  # noqa: ANN202 - pocketsphinx.Decoder
+def _decoder(*, bestpath: bool = True):  # noqa: ANN202 - pocketsphinx.Decoder
     """A fresh decoder with the acoustic model and dictionary, no language model (and quiet:
-    a search that cannot pass every word is expected and handled, not an error to print);
-    ``wbeam`` narrows the word-exit beam."""
+    a search that cannot pass every word is expected and handled, not an error to print)."""
     try:
         from pocketsphinx import Decoder
     except ImportError as exc:  # pragma: no cover - dependency missing
         raise TranscriptionError("pocketsphinx is not installed") from exc
-    beams = {} if wbeam is None else {"wbeam": wbeam}
     try:
-        return Decoder(loglevel="FATAL", lm=None, **beams)
+        return Decoder(loglevel="FATAL", lm=None, bestpath=bestpath)
     except (RuntimeError, ValueError) as exc:
         raise TranscriptionError(f"pocketsphinx cannot start: {exc}") from exc
