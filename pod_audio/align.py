@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from pod_audio import search_workers
+from pod_audio import pronunciations, search_workers
 from pod_audio.dsp import SAMPLE_RATE
 from pod_audio.errors import TranscriptionError
 from pod_audio.transcript import Word
@@ -411,7 +411,8 @@ def _search(
     puts it."""
     # The search with hesitations reads its path from the Viterbi backtrace, not from a
     # best path through the word lattice: building that lattice cost three quarters of it.
-    decoder = _decoder(bestpath=not hesitations)
+    with pronunciations.dictionary_for([*flat, *_HESITATIONS]) as dictionary:
+        decoder = _decoder(dictionary, bestpath=not hesitations)
     try:
         for token in set(flat):
             if decoder.lookup_word(token) is None:
@@ -447,14 +448,15 @@ def _strip_variant(text: str) -> str:
     return text
 
 
-def _decoder(*, bestpath: bool = True):  # noqa: ANN202 - pocketsphinx.Decoder
-    """A fresh decoder with the acoustic model and dictionary, no language model (and quiet:
-    a search that cannot pass every word is expected and handled, not an error to print)."""
+def _decoder(dictionary: str, *, bestpath: bool = True):  # noqa: ANN202 - pocketsphinx.Decoder
+    """A fresh decoder with the acoustic model and ``dictionary`` (a file from
+    :func:`pod_audio.pronunciations.dictionary_for`), no language model (and quiet: a search
+    that cannot pass every word is expected and handled, not an error to print)."""
     try:
         from pocketsphinx import Decoder
     except ImportError as exc:  # pragma: no cover - dependency missing
         raise TranscriptionError("pocketsphinx is not installed") from exc
     try:
-        return Decoder(loglevel="FATAL", lm=None, bestpath=bestpath)
+        return Decoder(loglevel="FATAL", lm=None, dict=dictionary, bestpath=bestpath)
     except (RuntimeError, ValueError) as exc:
         raise TranscriptionError(f"pocketsphinx cannot start: {exc}") from exc

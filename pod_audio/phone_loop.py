@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from pod_audio.errors import TranscriptionError
+from pod_audio.pronunciations import dictionary_for
 from pod_audio.transcript import Word
 
 __all__ = ["phone_segments"]
@@ -47,6 +48,8 @@ def _phone_decoder():  # noqa: ANN202 - pocketsphinx.Decoder
         raise TranscriptionError("pocketsphinx is not installed") from exc
     phone_lm = os.path.join(get_model_path(), "en-us", "en-us-phone.lm.bin")
     try:
-        return Decoder(loglevel="ERROR", lm=None, allphone=phone_lm)
+        # The phone loop spells no words: a one-word dictionary spares reading all of CMUdict.
+        with dictionary_for(["uh"]) as dictionary:
+            return Decoder(loglevel="ERROR", lm=None, allphone=phone_lm, dict=dictionary)
     except (RuntimeError, ValueError) as exc:
         raise TranscriptionError(f"pocketsphinx cannot start its phone loop: {exc}") from exc
