@@ -396,17 +396,23 @@ def apply_constants(constants: dict[str, Any]) -> None:
                 function.__kwdefaults__["threshold"] = threshold
 
 
-def _transcribe_all(engine: str, manifest: Path, out: Path) -> None:
-    """Child process: transcribe every item of the manifest with ``engine``, write words and
-    timings as JSON."""
+def _transcribe_all(engine: str, manifest: Path, out: Path, model: str | None = None) -> None:
+    """Child process: transcribe every item of the manifest with ``engine`` (the product's
+    Whisper ``model``, default tiny.en), write words and timings as JSON."""
     from pod_audio import asr
     from pod_audio.pocketsphinx_engine import PocketsphinxRecogniser
 
     sets = corpus.load_manifest(manifest)
 
+    recogniser = None
+    if engine == "whisper" and model:
+        from pod_audio.whisper import WhisperEngine, WhisperSettings
+
+        recogniser = WhisperEngine(WhisperSettings(model=model))
+
     def run(path: str):  # noqa: ANN202
         if engine == "whisper":
-            return asr.transcribe(path)
+            return asr.transcribe(path, recogniser=recogniser)
         return asr.transcribe(path, recogniser=PocketsphinxRecogniser())
 
     started = time.perf_counter()
@@ -456,7 +462,8 @@ def restrict(data: dict[str, Any], sets: dict[str, list[Item]]) -> dict[str, Any
 
 
 def run_engine(
-    engine: str, manifest: Path, work: Path, constants: Path | None, *, reuse: bool = False
+    engine: str, manifest: Path, work: Path, constants: Path | None, *, reuse: bool = False,
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Run one engine over the manifest in a child process; its output plus the child's
     wall time, CPU time and peak RSS. With ``reuse``, an earlier output for the same
@@ -479,6 +486,8 @@ def run_engine(
             "--manifest", str(manifest), "--engine-out", str(out)]
     if constants is not None:
         argv += ["--constants", str(constants)]
+    if model and engine == "whisper":
+        argv += ["--model", model]
     print(f"[{time.strftime('%H:%M:%S')}] {engine}: transcribing (load {_load()})", flush=True)
     sample, _, _ = run_child(argv)
     data = json.loads(out.read_text())
@@ -743,6 +752,12 @@ def fit(
     return report
 
 
+def _label(engine: str, model: str | None) -> str:
+    if engine == "whisper" and model:
+        return ENGINE_LABELS[engine].replace("tiny.en", model)
+    return ENGINE_LABELS[engine]
+
+
 def _filler_summary(s: SetScore) -> dict[str, Any]:
     return {
         "true_fillers": s.true_fillers, "detections": s.detections,
@@ -836,6 +851,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="with --keep DIR of an earlier run: shipped vs these constants, "
                              "gap search only, on the product's words of that run")
     parser.add_argument("--threshold", type=float, default=None)
+    parser.add_argument("--model", help="the product's Whisper model (default tiny.en; base is "
+                        "shipped too)")
     parser.add_argument("--transcribe", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--engine-out", type=Path, help=argparse.SUPPRESS)
@@ -850,7 +867,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.transcribe:  # child process
         if args.constants:
             apply_constants(json.loads(args.constants.read_text()))
-        _transcribe_all(args.transcribe, args.manifest, args.engine_out)
+        _transcribe_all(args.transcribe, args.manifest, args.engine_out, args.model)
         return 0
     if shutil.which("espeak-ng") is None:
         parser.error("espeak-ng is not installed")
@@ -881,7 +898,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine: run_engine(
                 engine,
                 manifest if engine_sets[engine] is sets else work / "manifest_baseline.json",
-                work, args.constants, reuse=args.reuse,
+                work, args.constants, reuse=args.reuse, model=args.model,
             )
             for engine in engine_sets
         }
@@ -912,12 +929,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_before": load_before,
         "load_after": _load(),
         "quick": args.quick,
+        "model": args.model or "tiny.en",
         "constants": str(args.constants) if args.constants else "pod_audio/filler_candidates.py",
         "match_tolerance_s": MATCH_TOLERANCE_S,
         "max_word_overlap_s": MAX_WORD_OVERLAP_S,
         "seeds": {k: v for k, v in corpus.SEEDS.items() if k in sets},
         "engines": {
-            engine: {"label": ENGINE_LABELS[engine], "warmup_s": round(runs[engine]["warmup_s"], 2),
+            engine: {"label": _label(engine, args.model), "warmup_s": round(runs[engine]["warmup_s"], 2),
                      "files": sum(len(v) for v in engine_sets[engine].values()),
                      "audio_s": round(sum(i.duration_s for v in engine_sets[engine].values()
                                           for i in v), 1),

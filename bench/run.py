@@ -430,11 +430,13 @@ class SpeedRow:
 
 def measure_transcription(
     sizes: Sequence[float], *, repeat: int, repeat_large: int, baseline_sizes: Sequence[float],
-    rows: list[SpeedRow], write: Callable[[], None],
+    rows: list[SpeedRow], write: Callable[[], None], model: str | None = None,
 ) -> None:
     """The ``transcript`` step on looped real speech: the product engine at every size, the
     pocketsphinx baseline at ``baseline_sizes``. Appends to ``rows`` and calls ``write``
-    after every run."""
+    after every run. ``model`` measures another shipped Whisper model (``base``) in rows of
+    its own, ``transcript_whisper_<model>``, which no target applies to."""
+    options = {"model": model} if model else {}
     for minutes in sizes:
         seconds = minutes * 60.0
         _log(f"transcription {minutes:g} min: preparing input")
@@ -442,8 +444,9 @@ def measure_transcription(
         _warm(path)
         size = f"{minutes:g} min speech"
         ours = SpeedRow(
-            "transcript_whisper", size, "transcribe(path): Whisper tiny.en + alignment + fillers",
-            seconds, ASR_X_REALTIME if minutes >= 60 else None,
+            f"transcript_whisper_{model}" if model else "transcript_whisper", size,
+            f"transcribe(path): Whisper {model or 'tiny.en'} + alignment + fillers",
+            seconds, ASR_X_REALTIME if minutes >= 60 and not model else None,
             note=f"{_cores()} cores; model load included",
         )
         rows.append(ours)
@@ -462,7 +465,7 @@ def measure_transcription(
             write()
         for rep in range(runs):
             _log(f"transcription {size}: whisper run {rep + 1}/{runs} (load {_load()})")
-            ours.samples.append(run_step("transcribe", input=path, engine="whisper"))
+            ours.samples.append(run_step("transcribe", input=path, engine="whisper", **options))
             _log(f"  {ours.samples[-1].wall_s:.1f} s wall, {ours.samples[-1].cpu_s:.1f} s CPU, "
                  f"{ours.samples[-1].peak_rss_mb:.0f} MB")
             write()
@@ -759,6 +762,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="minutes of speech for the transcript step (default 15,60)")
     parser.add_argument("--asr-baseline-sizes", default=None,
                         help="sizes at which the pocketsphinx baseline runs once (default: the smallest)")
+    parser.add_argument("--asr-model", default=None,
+                        help="measure this shipped Whisper model (base) instead of the default, "
+                             "in rows of its own")
     parser.add_argument("--no-asr", action="store_true", help="skip transcription")
     parser.add_argument("--pod-run-minutes", type=float, default=None,
                         help="length of the episode for the whole pod run (default 30; 0: skip)")
@@ -908,7 +914,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if asr_sizes:
         measure_transcription(
             asr_sizes, repeat=args.repeat, repeat_large=args.repeat_large or args.repeat,
-            baseline_sizes=baseline_sizes, rows=speed_rows, write=write,
+            baseline_sizes=baseline_sizes, rows=speed_rows, write=write, model=args.asr_model,
         )
     if pod_minutes > 0:
         measure_pod_run(pod_minutes, repeat=args.pod_run_repeat, rows=speed_rows, write=write)

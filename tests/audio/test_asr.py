@@ -248,6 +248,40 @@ def test_a_local_model_directory_is_loaded_and_named_with_its_checksum(tmp_path:
     assert [_plain(w.text) for w in words] == JFK_WORDS[:7]
 
 
+def test_the_base_model_is_put_together_once_from_its_two_wheels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POD_MODEL_CACHE", str(tmp_path))
+    resolved = whisper.resolve_model("base")
+    model_bin = Path(resolved.path) / "model.bin"
+    assert Path(resolved.path).parent == tmp_path
+    assert resolved.sha256 == whisper.BASE_SHA256
+    assert model_bin.stat().st_size == 145_217_532
+    assert sorted(p.name for p in Path(resolved.path).iterdir()) == [
+        "config.json", "model.bin", "tokenizer.json", "vocabulary.txt"]
+    written = model_bin.stat().st_mtime_ns
+    assert whisper.resolve_model("base") == resolved
+    assert model_bin.stat().st_mtime_ns == written  # not joined again
+
+
+def test_base_halves_that_do_not_match_leave_no_model_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POD_MODEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(whisper, "BASE_SHA256", "0" * 64)
+    with pytest.raises(TranscriptionError, match="base weights .* are damaged"):
+        whisper.resolve_model("base")
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file() and "model.bin" in p.name] == []
+
+
+def test_the_base_model_recognises_speech() -> None:
+    engine = whisper.WhisperEngine(whisper.WhisperSettings(model="base"))
+    assert engine.describe()["model"] == "base"
+    assert engine.describe()["model_sha256"] == whisper.BASE_SHA256
+    words = engine.recognise(_jfk_16k()[: int(5.2 * SR)])
+    assert [_plain(w.text) for w in words] == JFK_WORDS[:7]
+
+
 def test_engines_are_recognisers() -> None:
     assert isinstance(whisper.WhisperEngine(), Recogniser)
     assert isinstance(PocketsphinxRecogniser(), Recogniser)
