@@ -911,9 +911,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         same = score_engine(engine_sets["pocketsphinx"], restrict(runs["whisper"],
                                                                   engine_sets["pocketsphinx"]))
         for s in same:
-            s.engine = "whisper@base"
+            s.engine = "whisper@same"
         scores += same
-    order = {"whisper": 0, "whisper@base": 1, "pocketsphinx": 2}
+    order = {"whisper": 0, "whisper@same": 1, "pocketsphinx": 2}
     scores.sort(key=lambda s: (list(sets).index(s.name), order.get(s.engine, 3)))
     print_table(scores)
     targets = check_targets(scores)
