@@ -844,11 +844,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             x for x in previous.get("samples", []) if x["name"] in episode_names
         ] or previous.get("carried_samples", [])
     carried_speed: list[dict[str, Any]] = []
+    ours_name = f"transcript_whisper_{args.asr_model}" if args.asr_model else "transcript_whisper"
     if args.carry_over and previous:
         measured: set[tuple[str, str]] = set()
         for m in asr_sizes:
             if (args.repeat_large if m >= 60 else args.repeat) or 0:
-                measured.add(("transcript_whisper", f"{m:g} min speech"))
+                measured.add((ours_name, f"{m:g} min speech"))
             if m in baseline_sizes:
                 measured.add(("transcript_pocketsphinx", f"{m:g} min speech"))
         if pod_minutes > 0:

