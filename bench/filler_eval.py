@@ -36,6 +36,8 @@ Usage::
     .venv/bin/python -m bench.filler_eval --quick    # 10 files per synthetic set, fewer elsewhere
     .venv/bin/python -m bench.filler_eval --fit      # refit the detector on what the product
                                                      # sees; compare old and new constants
+    .venv/bin/python -m bench.filler_eval --funnel   # also: which check lost each missed
+                                                     # filler (bench/filler_funnel.py)
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import corpus  # noqa: E402
+from bench import corpus, filler_funnel  # noqa: E402
 from bench.corpus import JFK_PATH, SR, Item, TrueFiller, read_16k  # noqa: E402
 from pod_audio import filler_candidates, fillers  # noqa: E402
 from pod_audio.align import dictionary_tokens  # noqa: E402
@@ -116,6 +118,9 @@ class SetScore:
     cuts: list[str] = field(default_factory=list)
     false_positive_words: list[str] = field(default_factory=list)
     word_errors_shown: list[str] = field(default_factory=list)
+    lost_at: dict[str, int] = field(default_factory=dict)
+    """With ``--funnel``: true fillers per stage of the search that lost them (``found``
+    too); see :mod:`bench.filler_funnel`."""
 
     @property
     def precision(self) -> float:
@@ -167,6 +172,7 @@ class SetScore:
             "recall_by_context": {
                 k: {"found": v[0], "total": v[1]} for k, v in sorted(self.recall_by_context.items())
             },
+            **({"lost_at": dict(sorted(self.lost_at.items()))} if self.lost_at else {}),
             "real_words_cut": self.real_words_cut,
             "cuts": self.cuts,
             "false_positive_words": self.false_positive_words,
@@ -259,8 +265,11 @@ def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
     return max(0.0, min(a1, b1) - max(a0, b0))
 
 
-def score_item(score: SetScore, item: Item, words: Sequence[dict[str, Any]]) -> None:
-    """Add one file's transcript (words as dicts: text, start_s, end_s, is_filler) to ``score``."""
+def score_item(
+    score: SetScore, item: Item, words: Sequence[dict[str, Any]], row: dict[str, Any] | None = None
+) -> None:
+    """Add one file's transcript (words as dicts: text, start_s, end_s, is_filler) to ``score``;
+    ``row``, the engine's whole output for the file, adds the funnel where it was recorded."""
     label = f"{Path(item.path).parent.name}/{Path(item.path).name}"
     score.files += 1
     score.audio_s += item.duration_s
@@ -337,6 +346,10 @@ def score_item(score: SetScore, item: Item, words: Sequence[dict[str, Any]]) -> 
             score.labels_correct += w["text"] == filler.text
             inside = _overlap(w["start_s"], w["end_s"], filler.start_s, filler.end_s)
             score.coverage.append(inside / (filler.end_s - filler.start_s))
+    if row is not None and "funnel" in row:
+        matched = [f for f, pair in zip(item.fillers, found) if pair is not None]
+        for stage in filler_funnel.lost_at(item, matched, row):
+            score.lost_at[stage] = score.lost_at.get(stage, 0) + 1
     score.false_positive_words += [
         f"{label}@{w['start_s']:.2f}-{w['end_s']:.2f}:{w['text']}"
         for i, w in enumerate(detected)
@@ -396,19 +409,27 @@ def apply_constants(constants: dict[str, Any]) -> None:
                 function.__kwdefaults__["threshold"] = threshold
 
 
-def _transcribe_all(engine: str, manifest: Path, out: Path, model: str | None = None) -> None:
+def _transcribe_all(
+    engine: str, manifest: Path, out: Path, model: str | None = None, *, funnel: bool = False,
+    beam_size: int | None = None,
+) -> None:
     """Child process: transcribe every item of the manifest with ``engine`` (the product's
-    Whisper ``model``, default tiny.en), write words and timings as JSON."""
+    Whisper ``model``, default tiny.en, and ``beam_size``), write words and timings as JSON;
+    with ``funnel``, also the filler search's candidates and checks
+    (:mod:`bench.filler_funnel`)."""
     from pod_audio import asr
     from pod_audio.pocketsphinx_engine import PocketsphinxRecogniser
 
     sets = corpus.load_manifest(manifest)
 
     recogniser = None
-    if engine == "whisper" and model:
+    if engine == "whisper" and (model or beam_size):
         from pod_audio.whisper import WhisperEngine, WhisperSettings
 
-        recogniser = WhisperEngine(WhisperSettings(model=model))
+        default = WhisperSettings()
+        recogniser = WhisperEngine(WhisperSettings(
+            model=model or default.model, beam_size=beam_size or default.beam_size
+        ))
 
     def run(path: str):  # noqa: ANN202
         if engine == "whisper":
@@ -422,11 +443,17 @@ def _transcribe_all(engine: str, manifest: Path, out: Path, model: str | None = 
     for name, items in sets.items():
         rows = []
         for item in items:
+            recorder = filler_funnel.Recorder()
             with _FillerTimer() as timer:
                 wall0, cpu0 = time.perf_counter(), time.process_time()
-                transcript = run(item.path)
+                if funnel and engine == "whisper":
+                    with recorder:
+                        transcript = run(item.path)
+                else:
+                    transcript = run(item.path)
                 wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             rows.append({
+                **({"funnel": recorder.events} if funnel and engine == "whisper" else {}),
                 "path": item.path,
                 "wall_s": wall,
                 "cpu_s": cpu,
@@ -463,7 +490,7 @@ def restrict(data: dict[str, Any], sets: dict[str, list[Item]]) -> dict[str, Any
 
 def run_engine(
     engine: str, manifest: Path, work: Path, constants: Path | None, *, reuse: bool = False,
-    model: str | None = None,
+    model: str | None = None, funnel: bool = False, beam_size: int | None = None,
 ) -> dict[str, Any]:
     """Run one engine over the manifest in a child process; its output plus the child's
     wall time, CPU time and peak RSS. With ``reuse``, an earlier output for the same
@@ -488,6 +515,10 @@ def run_engine(
         argv += ["--constants", str(constants)]
     if model and engine == "whisper":
         argv += ["--model", model]
+    if funnel:
+        argv += ["--funnel"]
+    if beam_size and engine == "whisper":
+        argv += ["--beam-size", str(beam_size)]
     print(f"[{time.strftime('%H:%M:%S')}] {engine}: transcribing (load {_load()})", flush=True)
     sample, _, _ = run_child(argv)
     data = json.loads(out.read_text())
@@ -513,7 +544,7 @@ def score_engine(sets: dict[str, list[Item]], data: dict[str, Any]) -> list[SetS
             score.wall_s += row["wall_s"]
             score.cpu_s += row["cpu_s"]
             score.filler_cpu_s += row["filler_cpu_s"]
-            score_item(score, item, row["words"])
+            score_item(score, item, row["words"], row)
         scores.append(score)
     return scores
 
@@ -800,6 +831,18 @@ def print_table(scores: Sequence[SetScore]) -> None:
     print("wall s; cpu/s: CPU s per audio s")
 
 
+def print_funnel(scores: Sequence[SetScore]) -> None:
+    """With ``--funnel``: per set, the true fillers each stage of the search lost."""
+    recorded = [s for s in scores if s.lost_at and s.engine == "whisper"]
+    if not recorded:
+        return
+    stages = [st for st in filler_funnel.STAGES if any(s.lost_at.get(st) for s in recorded)]
+    print()
+    print(f"{'where the fillers went':<22} " + " ".join(f"{st[:11]:>11}" for st in stages))
+    for s in recorded:
+        print(f"{s.name:<22} " + " ".join(f"{s.lost_at.get(st, 0):>11}" for st in stages))
+
+
 def check_targets(scores: Sequence[SetScore]) -> list[dict[str, Any]]:
     """The targets of the product engine, met or not."""
     by = {(s.name, s.engine): s for s in scores}
@@ -853,6 +896,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=None)
     parser.add_argument("--model", help="the product's Whisper model (default tiny.en; base is "
                         "shipped too)")
+    parser.add_argument("--beam-size", type=int, help="the product's Whisper beam size "
+                        "(default: the engine's, greedy)")
+    parser.add_argument("--funnel", action="store_true",
+                        help="record where the product lost each missed filler (which check "
+                             "turned it down); its speed numbers are then not the product's")
     parser.add_argument("--transcribe", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--engine-out", type=Path, help=argparse.SUPPRESS)
@@ -867,7 +915,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.transcribe:  # child process
         if args.constants:
             apply_constants(json.loads(args.constants.read_text()))
-        _transcribe_all(args.transcribe, args.manifest, args.engine_out, args.model)
+        _transcribe_all(args.transcribe, args.manifest, args.engine_out, args.model,
+                        funnel=args.funnel, beam_size=args.beam_size)
         return 0
     if shutil.which("espeak-ng") is None:
         parser.error("espeak-ng is not installed")
@@ -898,7 +947,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine: run_engine(
                 engine,
                 manifest if engine_sets[engine] is sets else work / "manifest_baseline.json",
-                work, args.constants, reuse=args.reuse, model=args.model,
+                work, args.constants, reuse=args.reuse, model=args.model, funnel=args.funnel,
+                beam_size=args.beam_size,
             )
             for engine in engine_sets
         }
@@ -916,6 +966,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     order = {"whisper": 0, "whisper@same": 1, "pocketsphinx": 2}
     scores.sort(key=lambda s: (list(sets).index(s.name), order.get(s.engine, 3)))
     print_table(scores)
+    print_funnel(scores)
     targets = check_targets(scores)
     print()
     for t in targets:
@@ -929,7 +980,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_before": load_before,
         "load_after": _load(),
         "quick": args.quick,
+        "funnel": args.funnel,
         "model": args.model or "tiny.en",
+        "beam_size": args.beam_size or 1,
         "constants": str(args.constants) if args.constants else "pod_audio/filler_candidates.py",
         "match_tolerance_s": MATCH_TOLERANCE_S,
         "max_word_overlap_s": MAX_WORD_OVERLAP_S,

@@ -9,6 +9,8 @@ is unsure the audio stays:
 - :func:`neighbours_look_right`: the words next to it are aligned plausibly (not squeezed, not
   displaced from where the recogniser heard them);
 - :func:`word_edge`: it is not the voiced edge of the word it touches;
+- :func:`part_of_a_word`: its sound does not begin on a consonant, and it is not the vowel
+  of a word the aligner squeezed onto its consonant;
 - :func:`fits_local_alignment`: it still lies between the words when the few words around
   it are aligned again on their own;
 - :func:`missed_words`: asked again about the stretch around it, the recogniser hears no
@@ -46,6 +48,7 @@ __all__ = [
     "fits_local_alignment",
     "missed_words",
     "neighbours_look_right",
+    "part_of_a_word",
     "set_apart",
     "uncovered_speech",
     "with_dropped_words",
@@ -174,6 +177,70 @@ def word_edge(filler: Word, words: Sequence[Word]) -> bool:
         if abs(filler.end_s - word.start_s) <= _EDGE_TOUCH_S and letters[0] in _VOICED_LETTERS:
             return True
     return False
+
+
+def part_of_a_word(pcm: np.ndarray, filler: Word, words: Sequence[Word]) -> bool:
+    """Whether the candidate's sound shows it to be part of a word the aligner misplaced.
+
+    When the aligner puts a slowly said word on the start of the next one ("the" on the
+    "a" of "answer"), or squeezes it onto its last consonant (the "v" of a drawn-out "of"),
+    the word's vowel is left in a gap and looks like a filler. Its sound gives it away:
+
+    - **a consonant onset**: a filler starts on its vowel, or rises through the "m" of
+      "hmm" in a steady ramp; a sound that rises out of quiet onto a level shelf (within
+      6 dB) at least 8 dB under its own body and holds it for 50 ms or more before the body
+      (the "th" of a slow "the": 60-180 ms at 8-15 dB under its vowel) began with a
+      consonant, so it is a word;
+    - **a word without its vowel**: a word the candidate runs into with no quiet between
+      them, whose aligned sound stays (median of its frames above the background) at least
+      10 dB under the candidate's body, holds only a consonant of that word, and the
+      candidate is its vowel.
+
+    Either way the audio stays.
+    """
+    n = len(pcm) // FRAME_SAMPLES
+    lo = round(filler.start_s * _FRAMES_PER_S)
+    hi = min(n, round(filler.end_s * _FRAMES_PER_S))
+    if hi - lo < 3:
+        return False
+    level_db = frame_levels_db(pcm[: n * FRAME_SAMPLES].astype(np.float32) / 32768.0)
+    quiet_db = quiet_level_db(level_db)
+    sound = np.flatnonzero(level_db[lo:hi] >= quiet_db)
+    if len(sound) == 0:
+        return False
+    first = lo + int(sound[0])
+    body_db = float(np.percentile(level_db[first:hi], 75))
+    if first == 0 or level_db[first - 1] < quiet_db:
+        shelf = first
+        while shelf < hi and level_db[shelf] < body_db - _ONSET_BELOW_DB:
+            shelf += 1
+        # The first and the last frame hold the steps onto and off the shelf.
+        held = level_db[first + 1 : shelf - 1]
+        if shelf - first >= _ONSET_SHELF_FRAMES and float(np.ptp(held)) <= _SHELF_RANGE_DB:
+            return True
+    for word in words:
+        if word.is_filler:
+            continue
+        start, end = round(word.start_s * _FRAMES_PER_S), round(word.end_s * _FRAMES_PER_S)
+        if abs(word.start_s - filler.end_s) <= _EDGE_TOUCH_S:
+            join = level_db[min(hi, start) : max(hi, start)]
+        elif abs(filler.start_s - word.end_s) <= _EDGE_TOUCH_S:
+            join = level_db[min(lo, end) : max(lo, end)]
+        else:
+            continue
+        if np.any(join < quiet_db):
+            continue  # quiet between them: a word of its own
+        span = level_db[start:end]
+        span = span[span >= quiet_db]
+        if len(span) and float(np.median(span)) < body_db - _VOWEL_LESS_DB:
+            return True
+    return False
+
+
+_ONSET_SHELF_FRAMES = 5
+_ONSET_BELOW_DB = 8.0
+_SHELF_RANGE_DB = 6.0
+_VOWEL_LESS_DB = 10.0
 
 
 def fits_local_alignment(

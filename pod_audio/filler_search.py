@@ -94,6 +94,8 @@ def _passes(
         return False
     if filler_checks.word_edge(filler, words):
         return False
+    if filler_checks.part_of_a_word(pcm, filler, words):
+        return False
     if not exposed and filler_checks.fits_local_alignment(pcm, filler, words):
         return True
     return (

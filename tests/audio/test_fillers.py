@@ -11,7 +11,7 @@ from scipy.signal import lfilter
 from pod_audio import filler_candidates, filler_frames
 from pod_audio.asr import transcribe
 from pod_audio.dsp import write_wav
-from pod_audio.filler_checks import set_apart
+from pod_audio.filler_checks import part_of_a_word, set_apart
 from pod_audio.filler_search import make_room
 from pod_audio.fillers import (
     apply_fillers,
@@ -235,6 +235,68 @@ def test_a_hesitation_slot_counts_only_when_quiet_sets_it_apart_from_the_word() 
     assert not set_apart(audio, filler, [word])
     # A word the alignment put on the candidate itself.
     assert not set_apart(audio, filler, [Word("so", 0.0, filler.end_s)])
+
+
+def _laid_out(*pieces: np.ndarray | float) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Speech pieces and pauses (seconds) end to end over faint noise, 0.3 s of it first:
+    16-bit audio and each piece's span (seconds)."""
+    rng = np.random.default_rng(11)
+    parts, spans, at = [rng.normal(0, 3e-4, int(0.3 * SR))], [], 0.3
+    for piece in pieces:
+        if isinstance(piece, float):
+            parts.append(rng.normal(0, 3e-4, int(piece * SR)))
+            at += int(piece * SR) / SR
+        else:
+            parts.append(piece)
+            spans.append((at, at + len(piece) / SR))
+            at += len(piece) / SR
+    parts.append(rng.normal(0, 3e-4, int(0.5 * SR)))
+    return (np.clip(np.concatenate(parts), -1, 1) * 32767).astype(np.int16), spans
+
+
+@needs_espeak
+def test_a_slow_the_left_in_a_gap_is_part_of_a_word() -> None:
+    # A slowly said "the" (its "th" 0.15 s long), 110 ms of quiet, "answer": the aligner put
+    # "the" on the start of "answer" and left its own sound in the gap.
+    the, answer = espeak("the", speed_wpm=100), espeak("answer", speed_wpm=160)
+    audio, (the_span, answer_span) = _laid_out(the, 0.11, answer)
+    squeezed = [
+        Word("The", answer_span[0], answer_span[0] + 0.22),
+        Word("answer", answer_span[0] + 0.22, answer_span[1] - 0.17),
+    ]
+    candidate = Word("uh", the_span[0] - 0.02, the_span[1], is_filler=True)
+    assert part_of_a_word(audio, candidate, squeezed)
+    # A real "uh" in the same place starts on its vowel: a filler.
+    uh = espeak("uh", speed_wpm=100)
+    audio, (uh_span, answer_span) = _laid_out(uh, 0.11, answer)
+    words = [Word("answer", *answer_span)]
+    uh_candidate = Word("uh", uh_span[0] - 0.02, uh_span[1], is_filler=True)
+    assert not part_of_a_word(audio, uh_candidate, words)
+    # Nor a "hmm", whose "m" rises in a steady ramp, not on a shelf.
+    hmm = espeak("hmm", speed_wpm=100)
+    audio, (hmm_span, answer_span) = _laid_out(hmm, 0.11, answer)
+    candidate = Word("hmm", hmm_span[0] - 0.02, hmm_span[1], is_filler=True)
+    assert not part_of_a_word(audio, candidate, [Word("answer", *answer_span)])
+
+
+@needs_espeak
+def test_the_vowel_of_a_word_squeezed_onto_its_consonant_is_part_of_it() -> None:
+    # A drawn-out "of" whose word the aligner put on its final "v" only: the vowel before
+    # it, running into it with no quiet, is the word's.
+    of, show = espeak("of", speed_wpm=100), espeak("show", speed_wpm=160)
+    audio, (of_span, show_span) = _laid_out(0.3, of, 0.08, show)
+    from pod_audio.align import frame_levels_db
+
+    level_db = frame_levels_db(of[: len(of) // 160 * 160])
+    loud = np.flatnonzero(level_db >= np.percentile(level_db, 75) - 10.0)
+    split = of_span[0] + (int(loud[-1]) + 1) / 100  # where the vowel has faded into the "v"
+    words = [Word("of", round(split, 2), of_span[1]), Word("show", *show_span)]
+    assert part_of_a_word(audio, Word("uh", of_span[0], round(split, 2), is_filler=True), words)
+    # An "uh" said straight into a whole word (no quiet between them) is not.
+    uh = espeak("uh", speed_wpm=100)
+    audio, (uh_span, show_span) = _laid_out(0.3, uh, show)
+    tight = Word("uh", uh_span[0], uh_span[1], is_filler=True)
+    assert not part_of_a_word(audio, tight, [Word("show", *show_span)])
 
 
 def test_make_room_moves_the_word_a_filler_lay_on_and_never_takes_part_of_it() -> None:
