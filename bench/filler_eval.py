@@ -897,7 +897,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", help="the product's Whisper model (default tiny.en; base is "
                         "shipped too)")
     parser.add_argument("--beam-size", type=int, help="the product's Whisper beam size "
-                        "(default: the engine's, greedy)")
+                        "(default: the product's, greedy)")
     parser.add_argument("--funnel", action="store_true",
                         help="record where the product lost each missed filler (which check "
                              "turned it down); its speed numbers are then not the product's")

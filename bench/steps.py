@@ -114,10 +114,13 @@ def _transcribe(args: argparse.Namespace) -> dict[str, Any]:
     from pod_audio.pocketsphinx_engine import PocketsphinxRecogniser
 
     recogniser = PocketsphinxRecogniser() if args.engine == "pocketsphinx" else None
-    if args.engine == "whisper" and args.model:
+    if args.engine == "whisper" and (args.model or args.beam_size):
         from pod_audio.whisper import WhisperEngine, WhisperSettings
 
-        recogniser = WhisperEngine(WhisperSettings(model=args.model))
+        default = WhisperSettings()
+        recogniser = WhisperEngine(WhisperSettings(
+            model=args.model or default.model, beam_size=args.beam_size or default.beam_size
+        ))
     transcript = asr.transcribe(args.input, recogniser=recogniser)
     return {
         "engine": transcript.engine,
@@ -157,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--transcript")
     parser.add_argument("--engine", choices=("whisper", "pocketsphinx"), default="whisper")
     parser.add_argument("--model", help="Whisper model (default: the product's, tiny.en)")
+    parser.add_argument("--beam-size", type=int, help="Whisper beam size (default: the product's, greedy)")
     parser.add_argument("--min-silence-ms", type=float, default=300.0)
     parser.add_argument("--threshold-dbfs", type=float, default=-48.0)
     args = parser.parse_args(argv)
