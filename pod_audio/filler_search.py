@@ -19,8 +19,9 @@ in two passes:
    check aligns with hesitations too.
 
 Every candidate of both passes is then recognised again with and without it
-(:func:`filler_checks.missed_words`); the transcript gets the fillers that pass and, for the
-second pass, the moved words. Times are seconds from the chunk's first sample; audio is
+(:func:`filler_checks.missed_words`); the transcript gets the fillers that pass (two that
+nearly touch joined into one: :func:`fillers.join_touching_fillers`) and, for the second
+pass, the moved words. Times are seconds from the chunk's first sample; audio is
 16 kHz mono ``int16``.
 """
 
@@ -74,7 +75,7 @@ def find_fillers(
                 continue
             words = moved
         kept.append(filler)
-    return fillers.merge_fillers(words, kept)
+    return fillers.merge_fillers(words, fillers.join_touching_fillers(kept, words))
 
 
 def _passes(

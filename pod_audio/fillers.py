@@ -63,6 +63,7 @@ __all__ = [
     "detect_fillers",
     "fillers_between_words",
     "flag_spelled_filler",
+    "join_touching_fillers",
     "merge_fillers",
 ]
 
@@ -247,6 +248,37 @@ def _gaps_between(
     if previous_ok and duration_s - previous_end >= MIN_CANDIDATE_S:
         gaps.append((previous_end, duration_s))
     return gaps
+
+
+def join_touching_fillers(found: Sequence[Word], words: Sequence[Word]) -> list[Word]:
+    """``found`` (fillers, sorted) with every two that nearly touch (at most 100 ms apart,
+    no non-filler word of ``words`` between them) joined into one.
+
+    One long hesitation is often found as two: the vowel of an "um" and its "m", or an "uh"
+    running into an "er". Cut as two, the sliver between them would stay in the episode
+    between two crossfades. Joined, the filler is spelled "um" when its second part is
+    nasal ("um", "hmm") and the first is not, as the first part otherwise; its confidence
+    is the lower of the two.
+    """
+    out: list[Word] = []
+    for filler in sorted(found, key=lambda w: w.start_s):
+        if out and filler.start_s - out[-1].end_s <= _JOIN_GAP_S and not any(
+            not w.is_filler and overlap(w.start_s, w.end_s, out[-1].end_s, filler.start_s) > 0
+            for w in words
+        ):
+            first = out[-1]
+            nasal_end = filler.text in _NASAL and first.text not in _NASAL
+            out[-1] = Word(
+                "um" if nasal_end else first.text, first.start_s, max(first.end_s, filler.end_s),
+                min(first.confidence, filler.confidence), True,
+            )
+        else:
+            out.append(filler)
+    return out
+
+
+_JOIN_GAP_S = 0.1
+_NASAL = frozenset({"um", "hmm"})
 
 
 def merge_fillers(words: Sequence[Word], found: Sequence[Word]) -> list[Word]:

@@ -19,6 +19,7 @@ from pod_audio.fillers import (
     filler_overlaps,
     fillers_between_words,
     flag_spelled_filler,
+    join_touching_fillers,
     merge_fillers,
 )
 from pod_audio.io import iter_blocks
@@ -329,6 +330,23 @@ def test_spelled_fillers_are_flagged_and_replaced_by_acoustic_spans() -> None:
     # Not confirmed by the sound: kept as a word, never cut.
     unconfirmed = merge_fillers(words, [])
     assert [(w.text, w.is_filler) for w in unconfirmed] == [("so", False), ("uh", False), ("yes", False)]
+
+
+def test_a_hesitation_found_in_two_parts_is_cut_as_one() -> None:
+    words = [_w("ask", 3.76, 4.19), _w("not", 5.67, 5.98)]
+    vowel = _w("uh", 4.64, 5.04, is_filler=True, confidence=0.9)
+    nasal = _w("um", 5.07, 5.34, is_filler=True, confidence=0.6)
+    # The vowel and the "m" of one "um", 30 ms apart: one filler, no sliver left between.
+    assert join_touching_fillers([nasal, vowel], words) == [
+        _w("um", 4.64, 5.34, is_filler=True, confidence=0.6)
+    ]
+    # "er" running into "uh": spelled as its first part.
+    er, uh = _w("er", 1.0, 1.3, is_filler=True), _w("uh", 1.35, 1.5, is_filler=True)
+    assert join_touching_fillers([er, uh], []) == [_w("er", 1.0, 1.5, is_filler=True)]
+    # Farther apart, or with a word between them: two fillers.
+    apart = _w("um", 5.2, 5.34, is_filler=True)
+    assert join_touching_fillers([vowel, apart], words) == [vowel, apart]
+    assert join_touching_fillers([vowel, nasal], [*words, _w("a", 5.04, 5.07)]) == [vowel, nasal]
 
 
 def test_filler_overlaps_reports_every_violation() -> None:
