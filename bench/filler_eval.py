@@ -43,6 +43,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -443,17 +444,13 @@ def _transcribe_all(
     for name, items in sets.items():
         rows = []
         for item in items:
-            recorder = filler_funnel.Recorder()
-            with _FillerTimer() as timer:
+            recorder = filler_funnel.Recorder() if funnel and engine == "whisper" else None
+            with _FillerTimer() as timer, recorder or contextlib.nullcontext():
                 wall0, cpu0 = time.perf_counter(), time.process_time()
-                if funnel and engine == "whisper":
-                    with recorder:
-                        transcript = run(item.path)
-                else:
-                    transcript = run(item.path)
+                transcript = run(item.path)
                 wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
             rows.append({
-                **({"funnel": recorder.events} if funnel and engine == "whisper" else {}),
+                **({"funnel": recorder.events} if recorder else {}),
                 "path": item.path,
                 "wall_s": wall,
                 "cpu_s": cpu,

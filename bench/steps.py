@@ -160,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--transcript")
     parser.add_argument("--engine", choices=("whisper", "pocketsphinx"), default="whisper")
     parser.add_argument("--model", help="Whisper model (default: the product's, tiny.en)")
-    parser.add_argument("--beam-size", type=int, help="Whisper beam size (default: the product's, greedy)")
+    parser.add_argument("--beam-size", type=int,
+                        help="Whisper beam size (default: the product's, greedy)")
     parser.add_argument("--min-silence-ms", type=float, default=300.0)
     parser.add_argument("--threshold-dbfs", type=float, default=-48.0)
     args = parser.parse_args(argv)
