@@ -44,14 +44,14 @@ SCRATCH_ENV = "POD_RUN_SCRATCH"
 
 @pytest.fixture(scope="module")
 def looped_speech(tmp_path_factory: pytest.TempPathFactory, jfk_path: Path) -> Path:
-    """JFK sixteen times (176 s): each step, mastering included, lasts long enough to be
-    interrupted while it runs, also beside another test file (with four and with eight
+    """JFK thirty-two times (352 s): each step, mastering included, lasts long enough to be
+    interrupted while it runs, also beside another test file (with four, eight and sixteen
     times, clean-clone runs saw the whole run end before the stop during mastering landed;
-    the faster transcription left less of the run after mastering began)."""
+    each faster transcription left less of the run after mastering began)."""
     info = probe(jfk_path)
     speech = np.concatenate(list(iter_blocks(jfk_path)))
     path = tmp_path_factory.mktemp("looped") / "looped-take.flac"
-    return af.write_audio(path, af.concat(*[speech] * 16), sample_rate=info.sample_rate)
+    return af.write_audio(path, af.concat(*[speech] * 32), sample_rate=info.sample_rate)
 
 
 def _md5(path: Path) -> str:
