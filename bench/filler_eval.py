@@ -423,14 +423,9 @@ def _transcribe_all(
 
     sets = corpus.load_manifest(manifest)
 
-    recogniser = None
-    if engine == "whisper" and (model or beam_size):
-        from pod_audio.whisper import WhisperEngine, WhisperSettings
+    from bench.steps import whisper_recogniser
 
-        default = WhisperSettings()
-        recogniser = WhisperEngine(WhisperSettings(
-            model=model or default.model, beam_size=beam_size or default.beam_size
-        ))
+    recogniser = whisper_recogniser(model, beam_size) if engine == "whisper" else None
 
     def run(path: str):  # noqa: ANN202
         if engine == "whisper":

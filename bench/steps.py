@@ -27,6 +27,7 @@ Steps:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import sys
@@ -109,18 +110,27 @@ def _final(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def whisper_recogniser(model: str | None, beam_size: int | None):  # noqa: ANN201
+    """The product's Whisper engine with ``model`` and ``beam_size`` where given (``None``:
+    the product's default engine, built by :func:`pod_audio.asr.transcribe` itself)."""
+    if not (model or beam_size):
+        return None
+    from pod_audio.whisper import WhisperEngine, WhisperSettings
+
+    given = {"model": model, "beam_size": beam_size}
+    return WhisperEngine(
+        dataclasses.replace(WhisperSettings(), **{k: v for k, v in given.items() if v})
+    )
+
+
 def _transcribe(args: argparse.Namespace) -> dict[str, Any]:
     from pod_audio import asr
     from pod_audio.pocketsphinx_engine import PocketsphinxRecogniser
 
-    recogniser = PocketsphinxRecogniser() if args.engine == "pocketsphinx" else None
-    if args.engine == "whisper" and (args.model or args.beam_size):
-        from pod_audio.whisper import WhisperEngine, WhisperSettings
-
-        default = WhisperSettings()
-        recogniser = WhisperEngine(WhisperSettings(
-            model=args.model or default.model, beam_size=args.beam_size or default.beam_size
-        ))
+    recogniser = (
+        PocketsphinxRecogniser() if args.engine == "pocketsphinx"
+        else whisper_recogniser(args.model, args.beam_size)
+    )
     transcript = asr.transcribe(args.input, recogniser=recogniser)
     return {
         "engine": transcript.engine,
