@@ -432,6 +432,42 @@ def test_speech_the_recogniser_left_out_is_recognised_again() -> None:
     assert uncovered_speech(pcm, all_placed) == []
 
 
+class _Counting:
+    """The real recogniser, counting the audio it is asked about."""
+
+    def __init__(self, engine: Recogniser) -> None:
+        self.engine, self.asked_s = engine, []
+
+    def recognise(self, samples: np.ndarray) -> list[Word]:
+        self.asked_s.append(len(samples) / SR)
+        return self.engine.recognise(samples)
+
+
+def test_a_candidate_on_a_word_is_heard_with_both_contexts_and_kept() -> None:
+    """A word really there is heard with 1.5 s of context and again with 3 s; a candidate
+    in a pause is cleared by the first hearing and never asked about again."""
+    from pod_audio.dsp import as_int16
+    from pod_audio.filler_checks import missed_words
+
+    pcm = as_int16(_jfk_16k())
+    engine = _Counting(asr.default_recogniser())
+    words = align_words(pcm, engine.engine.recognise(pcm / 32768.0)).words
+    country = next(w for w in words if _plain(w.text) == "country")
+    on_a_word = Word("uh", country.start_s, country.end_s, is_filler=True)
+    assert missed_words(pcm, [on_a_word], words, engine) == [True]
+    # As it is and without the candidate, with each context: the second pair is longer.
+    assert len(engine.asked_s) == 4
+    assert engine.asked_s[2] > engine.asked_s[0] + 2.5
+    # The pause after "ask not": nothing there, one hearing. (Not the pause after
+    # "Americans": cut out, its "s" runs into "ask" and Whisper hears "America asked".)
+    gap = next(pair for pair in zip(words, words[1:]) if _plain(pair[0].text) == "not")
+    in_a_pause = Word("uh", gap[0].end_s + 0.05, gap[1].start_s - 0.05, is_filler=True)
+    assert in_a_pause.duration_s > 0.3
+    engine.asked_s.clear()
+    assert missed_words(pcm, [in_a_pause], words, engine) == [False]
+    assert len(engine.asked_s) == 2
+
+
 def test_a_short_candidate_touching_a_voiced_word_edge_is_not_cut() -> None:
     from pod_audio.filler_checks import word_edge
 
@@ -442,6 +478,23 @@ def test_a_short_candidate_touching_a_voiced_word_edge_is_not_cut() -> None:
     assert not word_edge(Word("uh", 7.0, 7.44, is_filler=True), words)
     assert not word_edge(Word("uh", 7.1, 7.3, is_filler=True), words)
     assert not word_edge(Word("uh", 8.9, 9.05, is_filler=True), words)
+
+
+def test_a_word_edge_is_voiced_by_its_sound_not_its_spelling() -> None:
+    from pod_audio.filler_checks import word_edge
+
+    # "know" is spelled with a "k" and starts on "n": the murmur of a drawn-out "n" left
+    # before the aligned word looks like a "hmm". "Honest" starts on its vowel.
+    words = [Word("already", 2.62, 3.24), Word("know", 3.5, 4.44), Word("Honest,", 5.2, 5.6)]
+    assert word_edge(Word("hmm", 3.33, 3.5, is_filler=True), words)
+    assert word_edge(Word("uh", 5.0, 5.19, is_filler=True), words)
+    # "make" ends on "k" (its "e" is silent), "stop" on "p": a short sound after them is
+    # not their edge. A word the dictionary lacks is judged by its letters.
+    words = [Word("make", 1.0, 1.3), Word("stop", 2.0, 2.3), Word("Ulvenbrook", 3.0, 3.5)]
+    assert not word_edge(Word("uh", 1.31, 1.5, is_filler=True), words)
+    assert not word_edge(Word("uh", 2.31, 2.5, is_filler=True), words)
+    assert word_edge(Word("uh", 2.81, 2.99, is_filler=True), words)
+    assert not word_edge(Word("uh", 3.51, 3.7, is_filler=True), words)
 
 
 def test_an_unaligned_word_over_a_pause_is_put_on_its_sound_not_on_the_pause() -> None:
