@@ -42,7 +42,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from pod_audio import filler_checks, fillers, search_workers
-from pod_audio.align import align_words, aligner_version, frame_levels_db
+from pod_audio.align import align_words, aligner_version, frame_levels_db, widen_to_sound
 from pod_audio.chunking import plan_chunks
 from pod_audio.dsp import SAMPLE_RATE, as_int16
 from pod_audio.filler_search import find_fillers
@@ -58,7 +58,7 @@ __all__ = [
     "transcribe_samples",
 ]
 
-ALGORITHM_VERSION = 9
+ALGORITHM_VERSION = 10
 """Bumped whenever chunking, alignment or filler detection change what a chunk yields:
 cached chunks of another version are not reused."""
 FRAME_SAMPLES = 160
@@ -250,6 +250,8 @@ def finish_chunk(
     words = [fillers.flag_spelled_filler(w) for w in words]
     if detect_fillers:
         words = find_fillers(pcm, words, aligned=aligned, heard=heard, recogniser=recogniser)
+    if recogniser.needs_alignment:
+        words = widen_to_sound(pcm, words)
     return words
 
 

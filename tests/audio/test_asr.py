@@ -515,6 +515,51 @@ def test_an_unaligned_word_over_a_pause_is_put_on_its_sound_not_on_the_pause() -
     assert my.start_s == pytest.approx(0.0, abs=0.02) and ask.start_s == pytest.approx(1.9, abs=0.02)
 
 
+def _sound_and_pauses(*pieces: tuple[str, float]) -> np.ndarray:
+    """("sound" or "pause", seconds) pieces laid end to end: a 220 Hz tone, or faint noise."""
+    rng = np.random.default_rng(2)
+    out = []
+    for kind, seconds in pieces:
+        n = int(round(seconds * SR))
+        if kind == "sound":
+            out.append((8000 * np.sin(2 * np.pi * 220 * np.arange(n) / SR)).astype(np.int16))
+        else:
+            out.append(rng.normal(0, 3, n).astype(np.int16))
+    return np.concatenate(out)
+
+
+def test_a_word_takes_in_the_sound_running_on_from_it_into_a_pause() -> None:
+    from pod_audio.align import widen_to_sound
+
+    # Sound 0.2-0.75 s, pause, sound 1.15-1.75 s, pause, sound 2.15-2.65 s, pause.
+    pcm = _sound_and_pauses(
+        ("pause", 0.2), ("sound", 0.55), ("pause", 0.4), ("sound", 0.6), ("pause", 0.4),
+        ("sound", 0.5), ("pause", 0.5),
+    )
+    words = [Word("the", 0.2, 0.5), Word("train", 1.35, 1.75), Word("uh", 2.15, 2.65, is_filler=True)]
+    the, train, uh = widen_to_sound(pcm, words)
+    # "the" ends 0.25 s before its sound does: it ends where its sound does. "train"
+    # starts where its sound does (0.2 s earlier). The filler is neither moved nor taken in.
+    assert (the.start_s, the.end_s) == (0.2, pytest.approx(0.75, abs=0.011))
+    assert (train.start_s, train.end_s) == (pytest.approx(1.15, abs=0.011), 1.75)
+    assert uh == words[2]
+
+
+def test_sound_that_runs_on_too_long_or_into_another_word_stays_outside_a_word() -> None:
+    from pod_audio.align import widen_to_sound
+
+    # 0.6 s of sound after "so" (more than 0.3 s): not taken in.
+    pcm = _sound_and_pauses(("pause", 0.2), ("sound", 0.9), ("pause", 0.5))
+    assert widen_to_sound(pcm, [Word("so", 0.2, 0.5)]) == [Word("so", 0.2, 0.5)]
+    # Sound between two words with no pause in it: neither word's alone.
+    pcm = _sound_and_pauses(("pause", 0.2), ("sound", 1.0), ("pause", 0.5))
+    words = [Word("and", 0.2, 0.5), Word("then", 0.7, 1.2)]
+    assert widen_to_sound(pcm, words) == words
+    # Nor into a filler touching the sound.
+    words = [Word("and", 0.2, 0.5), Word("uh", 0.7, 1.2, is_filler=True)]
+    assert widen_to_sound(pcm, words) == words
+
+
 def test_an_unaligned_word_with_no_sound_under_it_does_not_hold_a_pause_open() -> None:
     from pod_audio.align import AlignedChunk, tighten_to_sound
 
