@@ -98,8 +98,9 @@ def test_word_times_known_by_construction(tmp_path: Path) -> None:
                 errors += [abs(word.start_s - piece.start_s), abs(word.end_s - piece.end_s)]
                 matched += 1
         assert matched >= 0.8 * len(truth)
+    # The targets of the word_timing benchmark: median 30 ms, 95th percentile 80 ms.
     assert float(np.median(errors)) <= 0.03
-    assert float(np.percentile(errors, 90)) <= 0.08
+    assert float(np.percentile(errors, 95)) <= 0.08
 
 
 def test_alignment_moves_rough_times_onto_the_words() -> None:
