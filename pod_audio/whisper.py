@@ -20,6 +20,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -319,5 +320,28 @@ class WhisperEngine:
                 continue  # punctuation on its own ("-"): no word to place
             start = min(max(float(w.start), 0.0), duration_s)
             end = min(max(float(w.end), start), duration_s)
-            out.append(Word(text, start, end, confidence=round(float(w.probability), 3)))
+            out += split_at_ellipses(Word(text, start, end, confidence=round(float(w.probability), 3)))
         return out
+
+
+_ELLIPSIS_JOIN = re.compile(r"(?<=\w)(?:\.\.\.|…)(?=\w)")
+
+
+def split_at_ellipses(word: Word) -> list[Word]:
+    """``word`` as the words it holds when Whisper ran several together with ellipses
+    ("the...um...was...a..."): each piece keeps its ellipsis, and a share of the span in
+    proportion to its letters (the aligner then puts each on its own sound). A filler
+    written inside such a run is then a word of its own, flagged like any other; left
+    joined, it would be taken for part of a word and its audio never searched."""
+    pieces = _ELLIPSIS_JOIN.sub(lambda m: m.group(0) + " ", word.text).split(" ")
+    if len(pieces) == 1:
+        return [word]
+    letters = [max(1, sum(ch.isalnum() for ch in piece)) for piece in pieces]
+    total, done = sum(letters), 0
+    out: list[Word] = []
+    for piece, count in zip(pieces, letters):
+        start = word.start_s + word.duration_s * done / total
+        done += count
+        end = word.start_s + word.duration_s * done / total
+        out.append(Word(piece, round(start, 3), round(end, 3), confidence=word.confidence))
+    return out

@@ -469,6 +469,22 @@ def test_a_candidate_on_a_word_is_heard_with_both_contexts_and_kept() -> None:
     assert len(engine.asked_s) == 2
 
 
+def test_words_whisper_runs_together_with_ellipses_are_words_of_their_own() -> None:
+    from pod_audio.fillers import flag_spelled_filler
+    from pod_audio.whisper import split_at_ellipses
+
+    run = split_at_ellipses(Word("the...um...was...a...", 2.0, 4.0, confidence=0.4))
+    assert [w.text for w in run] == ["the...", "um...", "was...", "a..."]
+    # The span shared by letters, in order, end to end; the filler is a filler of its own.
+    assert run[0].start_s == 2.0 and run[-1].end_s == 4.0
+    assert all(a.end_s == b.start_s for a, b in zip(run, run[1:]))
+    assert run[0].duration_s == pytest.approx(3 * run[-1].duration_s, abs=0.002)
+    assert [flag_spelled_filler(w).is_filler for w in run] == [False, True, False, False]
+    assert [w.text for w in split_at_ellipses(Word("so…uh", 0.0, 1.0))] == ["so…", "uh"]
+    for whole in ("Well...", "...and", "U.S.A.", "well-known"):
+        assert split_at_ellipses(Word(whole, 0.0, 1.0)) == [Word(whole, 0.0, 1.0)]
+
+
 def test_a_short_candidate_touching_a_voiced_word_edge_is_not_cut() -> None:
     from pod_audio.filler_checks import word_edge
 
