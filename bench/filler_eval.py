@@ -486,19 +486,31 @@ def run_engine(
 ) -> dict[str, Any]:
     """Run one engine over the manifest in a child process; its output plus the child's
     wall time, CPU time and peak RSS. With ``reuse``, an earlier output for the same
-    manifest in ``work`` is read instead."""
+    manifest in ``work`` is read instead, if it was made by the same code (algorithm
+    version) with the same options."""
     from bench.run import run_child
+    from pod_audio.asr import ALGORITHM_VERSION
 
     out = work / f"{engine}.json"
     done = work / f"{engine}.process.json"
+    options = {
+        "algorithm_version": ALGORITHM_VERSION,
+        "constants": str(constants) if constants is not None else None,
+        "model": model if engine == "whisper" else None,
+        "beam_size": beam_size if engine == "whisper" else None,
+        "funnel": funnel and engine == "whisper",
+    }
     if reuse and out.exists() and done.exists():
         data = json.loads(out.read_text())
+        process = json.loads(done.read_text())
         wanted = corpus.load_manifest(manifest)
-        if all(
+        if process.get("options") != options:
+            print(f"{engine}: not reusing {out}: made with {process.get('options')}", flush=True)
+        elif all(
             [r["path"] for r in data["sets"].get(name, [])] == [i.path for i in items]
             for name, items in wanted.items()
         ):
-            data["process"] = json.loads(done.read_text())
+            data["process"] = process
             print(f"{engine}: reusing {out}", flush=True)
             return data
     argv = [sys.executable, "-m", "bench.filler_eval", "--transcribe", engine,
@@ -517,7 +529,7 @@ def run_engine(
     data["process"] = {
         "wall_s": sample.wall_s, "cpu_s": sample.cpu_s, "peak_rss_mb": sample.peak_rss_mb,
         "tree_rss_mb": sample.tree_rss_mb, "load_1m_at_start": sample.load_1m,
-        "load_1m_at_end": round(os.getloadavg()[0], 2),
+        "load_1m_at_end": round(os.getloadavg()[0], 2), "options": options,
     }
     done.write_text(json.dumps(data["process"]))
     print(
@@ -875,7 +887,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="quick: the baseline runs on the first files of each set only "
                              "(as many as --quick builds); the product is also scored on them")
     parser.add_argument("--reuse", action="store_true",
-                        help="with --keep: read an engine's earlier output for the same files")
+                        help="with --keep: read an engine's earlier output for the same files, "
+                             "code and options")
     parser.add_argument("--constants", type=Path, help="JSON of fitted constants to use instead")
     parser.add_argument("--fit", action="store_true",
                         help="refit the detector on the tuning sets as the product sees them")
