@@ -284,26 +284,31 @@ def widen_to_sound(pcm: np.ndarray, words: Sequence[Word]) -> list[Word]:
         held[int(round(w.start_s * FRAMES_PER_S)) : int(round(w.end_s * FRAMES_PER_S))] = True
     out: list[Word] = []
     for word in words:
+        lo = int(round(word.start_s * FRAMES_PER_S))
+        hi = min(n, int(round(word.end_s * FRAMES_PER_S)))
         if word.is_filler:
             out.append(word)
             continue
-        lo = int(round(word.start_s * FRAMES_PER_S))
-        hi = min(n, int(round(word.end_s * FRAMES_PER_S)))
-        start = lo
-        while start > 0 and lo - start < _WIDEN_MAX_FRAMES and sound[start - 1] and not held[start - 1]:
-            start -= 1
-        if start < lo and not (start > 0 and not sound[start - 1] and not held[start - 1]):
-            start = lo  # the sound runs on: not this word's alone
-        end = hi
-        while end < n and end - hi < _WIDEN_MAX_FRAMES and sound[end] and not held[end]:
-            end += 1
-        if end > hi and not (end < n and not sound[end] and not held[end]):
-            end = hi
-        if (start, end) == (lo, hi):
-            out.append(word)
-            continue
-        out.append(replace(word, start_s=start / FRAMES_PER_S, end_s=end / FRAMES_PER_S))
+        # Frames before the word, nearest first (and after it): where their sound ends.
+        start = lo - _sound_into_a_pause(sound[:lo][::-1], held[:lo][::-1])
+        end = hi + _sound_into_a_pause(sound[hi:n], held[hi:n])
+        out.append(word if (start, end) == (lo, hi) else replace(
+            word, start_s=start / FRAMES_PER_S, end_s=end / FRAMES_PER_S
+        ))
     return out
+
+
+def _sound_into_a_pause(sound: np.ndarray, held: np.ndarray) -> int:
+    """How many of the frames next to a word's edge (``sound`` and ``held`` per frame,
+    nearest first) it takes in: the sound no word holds up to a pause, if that pause
+    comes within :data:`_WIDEN_MAX_FRAMES`; none when the sound runs on longer, into a
+    held frame, or to the chunk's edge."""
+    for k in range(min(len(sound), _WIDEN_MAX_FRAMES + 1)):
+        if held[k]:
+            return 0
+        if not sound[k]:
+            return k
+    return 0
 
 
 _WIDEN_MAX_FRAMES = 30

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pod_audio import pronunciations
 from pod_audio.align import (
     align_with_hesitations,
     align_words,
@@ -37,7 +38,6 @@ from pod_audio.align import (
     is_displaced,
     quiet_level_db,
 )
-from pod_audio import pronunciations
 from pod_audio.dsp import SAMPLE_RATE, runs
 from pod_audio.fillers import MAX_WORD_OVERLAP_S
 from pod_audio.transcript import Word, canonical_filler
