@@ -79,7 +79,7 @@ class WhisperSettings:
         compute_type: ``"default"`` picks int8 on CPU and float16 on a GPU; any CTranslate2
             compute type otherwise.
         cpu_threads: threads on CPU; 0 uses every core available to this process.
-        beam_size: beam search width (1 is greedy).
+        beam_size: beam search width (1 is greedy decoding).
         language: spoken language, ``None`` to detect (``.en`` models are English only).
     """
 
@@ -87,7 +87,7 @@ class WhisperSettings:
     device: str = "cpu"
     compute_type: str = "default"
     cpu_threads: int = 0
-    beam_size: int = 1
+    beam_size: int = 5
     language: str | None = "en"
 
 

@@ -48,7 +48,8 @@ class WhisperTranscriberResource(TranscriberResource):
         device: ``cpu``, ``cuda`` or ``auto``.
         compute_type: ``default`` (int8 on CPU, float16 on GPU) or any CTranslate2 type.
         cpu_threads: 0 uses every core available to the step.
-        beam_size: 1 is greedy decoding; 5 is Whisper's usual beam on a GPU.
+        beam_size: beam search width; 5 (Whisper's usual beam) gets more words right than
+            greedy decoding (1), for about a fifth more CPU.
         language: the show's language (``en`` for the ``.en`` models); empty to detect it
             per chunk.
         chunk_target_s: audio is split at pauses near every this many seconds.
@@ -59,7 +60,7 @@ class WhisperTranscriberResource(TranscriberResource):
     device: str = "cpu"
     compute_type: str = "default"
     cpu_threads: int = 0
-    beam_size: int = 1
+    beam_size: int = 5
     language: str = "en"
     chunk_target_s: float = DEFAULT_CHUNK_S
     detect_fillers: bool = True
