@@ -18,6 +18,10 @@ import dagster as dg
 
 from pod_audio.asr import DEFAULT_CHUNK_S, ChunkCache, Progress
 from pod_audio.transcript import Transcript
+from pod_audio.whisper import WhisperSettings
+
+_WHISPER = WhisperSettings()
+"""The engine's own defaults, which the resource's fields take."""
 
 
 class TranscriberResource(dg.ConfigurableResource, ABC):
@@ -56,12 +60,12 @@ class WhisperTranscriberResource(TranscriberResource):
         detect_fillers: look for "um", "uh", "er", "ah", "hmm" between the words.
     """
 
-    model: str = "tiny.en"
-    device: str = "cpu"
-    compute_type: str = "default"
-    cpu_threads: int = 0
-    beam_size: int = 5
-    language: str = "en"
+    model: str = _WHISPER.model
+    device: str = _WHISPER.device
+    compute_type: str = _WHISPER.compute_type
+    cpu_threads: int = _WHISPER.cpu_threads
+    beam_size: int = _WHISPER.beam_size
+    language: str = _WHISPER.language or ""
     chunk_target_s: float = DEFAULT_CHUNK_S
     detect_fillers: bool = True
 
