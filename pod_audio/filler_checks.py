@@ -53,6 +53,7 @@ __all__ = [
     "neighbours_look_right",
     "part_of_a_word",
     "set_apart",
+    "sounds_in",
     "uncovered_speech",
     "with_dropped_words",
     "word_between",
@@ -126,31 +127,43 @@ _LOCAL_WORDS = 3
 """Words on each side of a filler candidate that are aligned again around it."""
 _MIN_WORD_S = 0.06
 _MIN_PHONE_S = 0.03
-"""An aligned word shorter than 60 ms, or than 30 ms per letter (up to six), was squeezed."""
-_NEIGHBOURS = 2
+"""An aligned word shorter than 60 ms, or than 30 ms per sound (up to six), was squeezed."""
+_NEIGHBOURS = 1
+"""Words on each side of a candidate whose alignment judges it: the one next to it."""
 
 
 def neighbours_look_right(filler: Word, words: Sequence[Word], heard: Sequence[Word]) -> bool:
     """Whether the words next to a filler candidate sit where they plausibly should.
 
-    A candidate next to a squeezed word (aligned to less than 60 ms, or 30 ms per
-    letter: "the" on 30 ms) or next to a word aligned more than 0.6 s away from
-    where the recogniser heard it lies where the alignment went wrong: the sound in the
-    "gap" is most likely that word's. ``heard`` is the recogniser's own words and times, in
-    the same order as ``words``.
+    A candidate next to a squeezed word (aligned to less than 60 ms, or 30 ms per sound
+    it is said with, :func:`sounds_in`: "the" on 40 ms, "back" on 80) or next to a word
+    aligned more than 0.6 s away from where the recogniser heard it lies where the
+    alignment went wrong: the sound in the "gap" is most likely that word's. Only the
+    words right before and after the candidate judge it: a squeezed word farther away
+    left its sound in its own gap, not in this one. ``heard`` is the recogniser's own
+    words and times, in the same order as ``words``.
     """
     index = next((i for i, w in enumerate(words) if w.start_s >= filler.end_s - 1e-6), len(words))
     for i in range(max(0, index - _NEIGHBOURS), min(len(words), index + _NEIGHBOURS)):
         word, rough = words[i], heard[i]
         if word.is_filler:
             continue
-        letters = sum(ch.isalpha() for ch in word.text)
         # Rounded to the millisecond: a word aligned to exactly 60 ms is not under 60 ms.
-        if round(word.duration_s, 3) < round(max(_MIN_WORD_S, _MIN_PHONE_S * min(letters, 6)), 3):
+        if round(word.duration_s, 3) < round(max(_MIN_WORD_S, _MIN_PHONE_S * sounds_in(word.text)), 3):
             return False
         if is_displaced(word, rough):
             return False
     return True
+
+
+def sounds_in(text: str) -> int:
+    """The fewest sounds the written word ``text`` is said with (its shortest variant in the
+    dictionary, its letters where the dictionary lacks it), at most six."""
+    count = 0
+    for token in dictionary_tokens(text):
+        variants = [len(line.split()) - 1 for line in pronunciations.entries(token)]
+        count += min(variants) if variants else sum(ch.isalpha() for ch in token)
+    return min(count, 6)
 
 
 _EDGE_TOUCH_S = 0.03

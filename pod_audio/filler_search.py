@@ -18,11 +18,12 @@ in two passes:
    of its neighbours, and it must still look like a word there), and the local re-alignment
    check aligns with hesitations too.
 
-Every candidate of both passes is then recognised again with and without it
-(:func:`filler_checks.missed_words`); the transcript gets the fillers that pass (two that
-nearly touch joined into one: :func:`fillers.join_touching_fillers`) and, for the second
-pass, the moved words. Times are seconds from the chunk's first sample; audio is
-16 kHz mono ``int16``.
+A candidate on which the recogniser itself wrote a filler ("uh") skips the checks on the
+alignment around it, not those on its sound. Every candidate of both passes is then
+recognised again with and without it (:func:`filler_checks.missed_words`); the transcript
+gets the fillers that pass (two that nearly touch joined into one:
+:func:`fillers.join_touching_fillers`) and, for the second pass, the moved words. Times are
+seconds from the chunk's first sample; audio is 16 kHz mono ``int16``.
 """
 
 from __future__ import annotations
@@ -90,13 +91,17 @@ def _passes(
     """The checks of :mod:`pod_audio.filler_checks` short of recognition. A candidate in a
     gap of the plain alignment that the plain local re-alignment puts a word on may still
     pass as one the alignment with hesitations shows: set apart by quiet, and clear of
-    the words when aligned again locally with hesitations."""
+    the words when aligned again locally with hesitations. Where the recogniser itself
+    wrote a filler on the candidate, the checks on the alignment around it (which look for
+    a misplaced word's sound) are not asked: the gap is the hesitation it heard."""
     if not filler_checks.neighbours_look_right(filler, words, heard):
         return False
     if filler_checks.word_edge(filler, words):
         return False
     if filler_checks.part_of_a_word(pcm, filler, words):
         return False
+    if _spelled_there(filler, words):
+        return True
     if not exposed and filler_checks.fits_local_alignment(pcm, filler, words):
         return True
     return (
@@ -104,6 +109,11 @@ def _passes(
         and filler_checks.set_apart(pcm, filler, loose)
         and filler_checks.fits_local_alignment(pcm, filler, words, hesitations=True)
     )
+
+
+def _spelled_there(filler: Word, words: Sequence[Word]) -> bool:
+    """Whether the recogniser itself wrote a filler ("uh", "um") on the candidate."""
+    return any(w.is_filler and _shared(w, filler) > 0 for w in words)
 
 
 def _loose_words(

@@ -340,13 +340,34 @@ def test_a_candidate_next_to_a_squeezed_or_displaced_word_is_not_cut() -> None:
     # "the" aligned to 30 ms: its sound is most likely what looks like a filler.
     squeezed = [Word("so", 0.1, 0.4), Word("the", 0.95, 0.98), Word("answer", 1.0, 1.6)]
     assert not neighbours_look_right(filler, squeezed, heard)
-    # Exactly 90 ms for three letters (5.74 -> 5.83 in floating point) is not under it.
+    # Exactly 60 ms for the two sounds of "the" (DH AH; 5.77 -> 5.83 in floating point) is
+    # not under 30 ms a sound.
     heard_late = [w.shifted(4.9) for w in heard]
-    at_limit = [Word("so", 5.0, 5.3), Word("the", 5.74, 5.83), Word("answer", 5.9, 6.5)]
+    at_limit = [Word("so", 5.0, 5.3), Word("the", 5.77, 5.83), Word("answer", 5.9, 6.5)]
     assert neighbours_look_right(filler.shifted(4.9), at_limit, heard_late)
-    # "answer" aligned a second after the recogniser heard it.
-    displaced = [Word("so", 0.1, 0.4), Word("the", 0.95, 1.1), Word("answer", 2.8, 3.3)]
+    # "the" aligned a second after the recogniser heard it.
+    displaced = [Word("so", 0.1, 0.4), Word("the", 1.7, 1.8), Word("answer", 1.8, 2.3)]
     assert not neighbours_look_right(filler, displaced, heard)
+
+
+def test_only_the_words_either_side_of_a_candidate_and_their_sounds_judge_it() -> None:
+    """A word is squeezed when it is aligned to less than 30 ms for each sound it is said
+    with (CMUdict), not each letter; and only the words next to the candidate say whether
+    the sound in its gap is theirs."""
+    from pod_audio.filler_checks import neighbours_look_right, sounds_in
+
+    assert [sounds_in(t) for t in ("The", "for", "I", "country", "Americans")] == [2, 2, 1, 6, 6]
+    assert sounds_in("Zorblaxx") == 6  # not in the dictionary: its letters, at most six
+    heard = [Word("all", 0.0, 0.4), Word("the", 0.5, 0.9), Word("way", 0.9, 1.2),
+             Word("back", 1.3, 1.6)]  # fmt: skip
+    filler = Word("ah", 1.3, 1.8, is_filler=True)
+    # "the" on 60 ms, two words before the candidate: the gap after "way" is not its sound.
+    aligned = [Word("all", 0.0, 0.4), Word("the", 1.04, 1.1), Word("way", 1.1, 1.29),
+               Word("back", 1.8, 2.1)]  # fmt: skip
+    assert neighbours_look_right(filler, aligned, heard)
+    # "back", right after the candidate, squeezed into 80 ms (three sounds need 90).
+    squeezed_next = [*aligned[:3], Word("back", 1.8, 1.88)]
+    assert not neighbours_look_right(filler, squeezed_next, heard)
 
 
 def test_a_candidate_whose_cut_changes_the_words_next_to_it_is_not_cut() -> None:

@@ -442,3 +442,26 @@ def test_apply_fillers_keeps_confirmed_and_drops_unconfirmed_spelled_fillers() -
 def test_apply_fillers_without_fillers_keeps_lexical_words() -> None:
     words = [_w("ask", 0.0, 0.3), _w("not", 0.4, 0.7)]
     assert apply_fillers(words, []) == words
+
+
+def test_a_hesitation_the_recogniser_wrote_itself_needs_no_alignment_to_vouch_for_it() -> None:
+    """The checks on how the words were aligned around a candidate (the local re-alignment,
+    quiet setting it apart) look for a word the aligner misplaced; where the recogniser
+    itself wrote "uh" on the candidate, the gap is the hesitation it heard, and only the
+    checks on the sound (and then the recognition again) judge it."""
+    from pod_audio.filler_search import _passes
+
+    audio, (first, second), (vowel_start, vowel_end) = _steady_vowel_between_words()
+    pcm = (audio * 32767).astype(np.int16)
+    candidate = Word("uh", vowel_start, vowel_end, 0.9, is_filler=True)
+    # Said to be "so" and "all" (words the babble is not), aligned again on their own the
+    # aligner stretches one of them over the vowel: the candidate fails.
+    before, after = Word("so", first.start_s, first.end_s), Word("all", second.start_s, second.end_s)
+    assert not _passes(pcm, candidate, [before, after], [before, after], loose=[])
+    spelled = Word("uh", vowel_start + 0.05, vowel_start + 0.2, 0.3, is_filler=True)
+    words = [before, spelled, after]
+    assert _passes(pcm, candidate, words, words, loose=[])
+    # The sound checks still apply: a short candidate on the voiced edge of a word is kept.
+    edge = Word("uh", vowel_end - 0.2, vowel_end, 0.9, is_filler=True)
+    touching = [before, spelled, Word("oh", vowel_end + 0.01, after.end_s)]
+    assert not _passes(pcm, edge, touching, touching, loose=[])
