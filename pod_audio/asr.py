@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import json
 import os
@@ -169,30 +170,48 @@ def transcribe(
     )
 
 
-_MALLOC_ARENAS = 2
+_MALLOC_ARENAS = 1
 """glibc malloc arenas a transcribing process allocates from (``M_ARENA_MAX``)."""
 _M_ARENA_MAX = -8  # glibc's malloc.h
 
 
+@functools.cache
+def _glibc() -> Any:
+    """The C library when it is glibc (it has ``mallopt`` and ``malloc_trim``), else ``None``."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:  # pragma: no cover - no C library to load
+        return None
+
+
 def _limit_malloc_arenas() -> None:
-    """Let this process's threads share at most two glibc malloc arenas, as
-    ``MALLOC_ARENA_MAX=2`` would; called before the transcription starts its threads.
+    """Let this process's threads share one glibc malloc arena, as ``MALLOC_ARENA_MAX=1``
+    would; called before the transcription starts its threads.
 
     By default glibc gives threads that allocate at the same time arenas of their own (up to
     eight per core), and memory freed in one arena is not reused by the others. Whisper's
-    threads, the two chunk helpers and the decoder all allocate at once: on 60 minutes of
-    speech the step's process tree peaked at 608-612 MB with the default and 533 MB with two
-    arenas, at the same speed (``docs/benchmarks.md``). Nothing is done where
-    ``MALLOC_ARENA_MAX`` is set (the operator's choice stands) or the C library has no
-    ``mallopt`` (not glibc).
+    threads, the two chunk helpers and the decoder all allocate at once. Measured on 15
+    minutes of speech (the step's process, median of three runs each): 505 MB with two
+    arenas, 441 MB with one, 418 MB with one and :func:`_release_freed_memory` after every
+    chunk, at the same CPU time (``docs/benchmarks.md``). Nothing is done where
+    ``MALLOC_ARENA_MAX`` is set (the operator's choice stands) or the C library is not
+    glibc.
     """
-    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc = _glibc()
+    if libc is not None and not os.environ.get("MALLOC_ARENA_MAX"):
         libc.mallopt(_M_ARENA_MAX, _MALLOC_ARENAS)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
+
+
+def _release_freed_memory() -> None:
+    """Give the pages of memory freed since (a finished chunk's audio, features and
+    searches) back to the system (glibc's ``malloc_trim``), so that the next chunk's peak
+    does not sit on top of the last one's leftovers."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def transcribe_samples(
@@ -294,6 +313,7 @@ def _run_chunks(
             cache.put(keys[index], words)
         if progress is not None:
             progress(end / SAMPLE_RATE, total_s)
+        _release_freed_memory()
 
     with (
         search_workers.workers(helpers),

@@ -148,8 +148,9 @@ def neighbours_look_right(filler: Word, words: Sequence[Word], heard: Sequence[W
         word, rough = words[i], heard[i]
         if word.is_filler:
             continue
+        shortest_s = max(_MIN_WORD_S, _MIN_PHONE_S * sounds_in(word.text))
         # Rounded to the millisecond: a word aligned to exactly 60 ms is not under 60 ms.
-        if round(word.duration_s, 3) < round(max(_MIN_WORD_S, _MIN_PHONE_S * sounds_in(word.text)), 3):
+        if round(word.duration_s, 3) < round(shortest_s, 3):
             return False
         if is_displaced(word, rough):
             return False
