@@ -361,8 +361,9 @@ def test_only_the_words_either_side_of_a_candidate_and_their_sounds_judge_it() -
     heard = [Word("all", 0.0, 0.4), Word("the", 0.5, 0.9), Word("way", 0.9, 1.2),
              Word("back", 1.3, 1.6)]  # fmt: skip
     filler = Word("ah", 1.3, 1.8, is_filler=True)
-    # "the" on 60 ms, two words before the candidate: the gap after "way" is not its sound.
-    aligned = [Word("all", 0.0, 0.4), Word("the", 1.04, 1.1), Word("way", 1.1, 1.29),
+    # "the" squeezed into 40 ms, two words before the candidate: the gap after "way" is not
+    # where its sound went.
+    aligned = [Word("all", 0.0, 0.4), Word("the", 1.06, 1.1), Word("way", 1.1, 1.29),
                Word("back", 1.8, 2.1)]  # fmt: skip
     assert neighbours_look_right(filler, aligned, heard)
     # "back", right after the candidate, squeezed into 80 ms (three sounds need 90).
