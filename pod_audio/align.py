@@ -284,11 +284,11 @@ def widen_to_sound(pcm: np.ndarray, words: Sequence[Word]) -> list[Word]:
         held[int(round(w.start_s * FRAMES_PER_S)) : int(round(w.end_s * FRAMES_PER_S))] = True
     out: list[Word] = []
     for word in words:
-        lo = int(round(word.start_s * FRAMES_PER_S))
-        hi = min(n, int(round(word.end_s * FRAMES_PER_S)))
         if word.is_filler:
             out.append(word)
             continue
+        lo = int(round(word.start_s * FRAMES_PER_S))
+        hi = min(n, int(round(word.end_s * FRAMES_PER_S)))
         # Frames before the word, nearest first (and after it): where their sound ends.
         start = lo - _sound_into_a_pause(sound[:lo][::-1], held[:lo][::-1])
         end = hi + _sound_into_a_pause(sound[hi:n], held[hi:n])

@@ -162,9 +162,14 @@ def sounds_in(text: str) -> int:
     dictionary, its letters where the dictionary lacks it), at most six."""
     count = 0
     for token in dictionary_tokens(text):
-        variants = [len(line.split()) - 1 for line in pronunciations.entries(token)]
-        count += min(variants) if variants else sum(ch.isalpha() for ch in token)
+        variants = _pronunciations(token)
+        count += min(map(len, variants)) if variants else sum(ch.isalpha() for ch in token)
     return min(count, 6)
+
+
+def _pronunciations(token: str) -> list[list[str]]:
+    """The phones of each of ``token``'s pronunciations in CMUdict (none if it lacks it)."""
+    return [line.decode().split()[1:] for line in pronunciations.entries(token)]
 
 
 _EDGE_TOUCH_S = 0.03
@@ -207,7 +212,7 @@ def _voiced_edge(text: str, *, last: bool) -> bool:
     if not tokens:
         return False
     token = tokens[-1] if last else tokens[0]
-    variants = [line.decode().split()[1:] for line in pronunciations.entries(token)]
+    variants = _pronunciations(token)
     if any(variants):
         return any(phones and phones[-1 if last else 0] in _VOICED_PHONES for phones in variants)
     letters = [ch for ch in token if ch.isalpha()]
@@ -288,34 +293,24 @@ def fits_local_alignment(
     it did not write, a word it dropped): a word is then squeezed and the rest of its
     sound left in a "gap". Re-aligned locally, the words settle on their own sound; a
     candidate that now overlaps one of them by more than 40 % of its length was that word.
-
-    Where the recogniser itself wrote the filler ("um" between the words), it is aligned
-    with them: the text then has a place for its sound, and a neighbour is not stretched
-    over a hesitation the plain text leaves no room for. With ``hesitations`` (a candidate
-    only the alignment with hesitations shows) the words are aligned again that way too.
+    With ``hesitations`` (a candidate only the alignment with hesitations shows) the words
+    are aligned again that way too. (A candidate on which the recogniser wrote a filler
+    itself is not asked: :func:`pod_audio.filler_search._passes`.)
     """
     lexical = [w for w in words if not w.is_filler]
     before = [w for w in lexical if w.end_s <= filler.start_s + 1e-6][-_LOCAL_WORDS:]
     after = [w for w in lexical if w.start_s >= filler.end_s - 1e-6][:_LOCAL_WORDS]
-    spelled = [
-        w for w in words
-        if w.is_filler and min(w.end_s, filler.end_s) - max(w.start_s, filler.start_s) > 0
-    ][:1]
     lo_s = before[0].start_s - 0.3 if before else 0.0
     hi_s = after[-1].end_s + 0.3 if after else len(pcm) / SAMPLE_RATE
     lo_s, hi_s = max(0.0, lo_s), min(len(pcm) / SAMPLE_RATE, hi_s)
     lo = int(lo_s * SAMPLE_RATE)
-    text = [*before, *spelled, *after]
+    text = [*before, *after]
     align = align_with_hesitations if hesitations else align_words
     local = align(pcm[lo : int(hi_s * SAMPLE_RATE)], [w.shifted(-lo_s) for w in text])
     if not local.fully_aligned:
         return False
     start, end = filler.start_s - lo_s, filler.end_s - lo_s
-    covered = sum(
-        max(0.0, min(end, w.end_s) - max(start, w.start_s))
-        for w, said in zip(local.words, text)
-        if not said.is_filler
-    )
+    covered = sum(max(0.0, min(end, w.end_s) - max(start, w.start_s)) for w in local.words)
     return covered <= 0.4 * (end - start)
 
 
