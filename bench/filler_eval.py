@@ -456,6 +456,7 @@ def _transcribe_all(
                     for w in transcript.words
                 ],
                 "chunks": transcript.extra.get("chunks"),
+                "chunks_second_opinion": transcript.extra.get("chunks_second_opinion"),
             })
         results[name] = rows
     out.write_text(json.dumps({"engine": engine, "warmup_s": warmup_s, "sets": results}))

@@ -431,12 +431,20 @@ class SpeedRow:
 def measure_transcription(
     sizes: Sequence[float], *, repeat: int, repeat_large: int, baseline_sizes: Sequence[float],
     rows: list[SpeedRow], write: Callable[[], None], model: str | None = None,
+    every_chunk_twice: bool = False,
 ) -> None:
     """The ``transcript`` step on looped real speech: the product engine at every size, the
     pocketsphinx baseline at ``baseline_sizes``. Appends to ``rows`` and calls ``write``
     after every run. ``model`` measures another shipped Whisper model (``base``) in rows of
-    its own, ``transcript_whisper_<model>``, which no target applies to."""
-    options = {"model": model} if model else {}
+    its own, ``transcript_whisper_<model>``, which no target applies to;
+    ``every_chunk_twice`` has the second opinion (``base``) hear every chunk, the step's
+    worst case, in rows ``transcript_whisper_second_opinion_all``."""
+    options: dict[str, Any] = {"model": model} if model else {}
+    name = f"transcript_whisper_{model}" if model else "transcript_whisper"
+    what = f"Whisper {model or 'tiny.en'}"
+    if every_chunk_twice:
+        options["second_opinion_below"] = 2.0
+        name, what = "transcript_whisper_second_opinion_all", "Whisper tiny.en, then base on every chunk"
     for minutes in sizes:
         seconds = minutes * 60.0
         _log(f"transcription {minutes:g} min: preparing input")
@@ -444,9 +452,8 @@ def measure_transcription(
         _warm(path)
         size = f"{minutes:g} min speech"
         ours = SpeedRow(
-            f"transcript_whisper_{model}" if model else "transcript_whisper", size,
-            f"transcribe(path): Whisper {model or 'tiny.en'} + alignment + fillers",
-            seconds, ASR_X_REALTIME if minutes >= 60 and not model else None,
+            name, size, f"transcribe(path): {what} + alignment + fillers",
+            seconds, ASR_X_REALTIME if minutes >= 60 and not options else None,
             note=f"{_cores()} cores; model load included",
         )
         rows.append(ours)
@@ -765,6 +772,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--asr-model", default=None,
                         help="measure this shipped Whisper model (base) instead of the default, "
                              "in rows of its own")
+    parser.add_argument("--asr-every-chunk-twice", action="store_true",
+                        help="measure the worst case of the second opinion: base hears every "
+                             "chunk after tiny.en, in rows of their own")
     parser.add_argument("--no-asr", action="store_true", help="skip transcription")
     parser.add_argument("--pod-run-minutes", type=float, default=None,
                         help="length of the episode for the whole pod run (default 30; 0: skip)")
@@ -844,7 +854,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             x for x in previous.get("samples", []) if x["name"] in episode_names
         ] or previous.get("carried_samples", [])
     carried_speed: list[dict[str, Any]] = []
-    ours_name = f"transcript_whisper_{args.asr_model}" if args.asr_model else "transcript_whisper"
+    ours_name = (
+        "transcript_whisper_second_opinion_all" if args.asr_every_chunk_twice
+        else f"transcript_whisper_{args.asr_model}" if args.asr_model else "transcript_whisper"
+    )
     if args.carry_over and previous:
         measured: set[tuple[str, str]] = set()
         for m in asr_sizes:
@@ -916,6 +929,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         measure_transcription(
             asr_sizes, repeat=args.repeat, repeat_large=args.repeat_large or args.repeat,
             baseline_sizes=baseline_sizes, rows=speed_rows, write=write, model=args.asr_model,
+            every_chunk_twice=args.asr_every_chunk_twice,
         )
     if pod_minutes > 0:
         measure_pod_run(pod_minutes, repeat=args.pod_run_repeat, rows=speed_rows, write=write)

@@ -110,16 +110,19 @@ def _final(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def whisper_recogniser(model: str | None, beam_size: int | None):  # noqa: ANN201
-    """The product's Whisper engine with ``model`` and ``beam_size`` where given (``None``:
-    the product's default engine, built by :func:`pod_audio.asr.transcribe` itself)."""
-    if not (model or beam_size):
+def whisper_recogniser(  # noqa: ANN201
+    model: str | None, beam_size: int | None, second_opinion_below: float | None = None
+):
+    """The product's Whisper engine with ``model``, ``beam_size`` and
+    ``second_opinion_below`` where given (``None``: the product's default engine, built by
+    :func:`pod_audio.asr.transcribe` itself)."""
+    if not (model or beam_size or second_opinion_below is not None):
         return None
     from pod_audio.whisper import WhisperEngine, WhisperSettings
 
-    given = {"model": model, "beam_size": beam_size}
+    given = {"model": model, "beam_size": beam_size, "second_opinion_below": second_opinion_below}
     return WhisperEngine(
-        dataclasses.replace(WhisperSettings(), **{k: v for k, v in given.items() if v})
+        dataclasses.replace(WhisperSettings(), **{k: v for k, v in given.items() if v is not None})
     )
 
 
@@ -129,7 +132,7 @@ def _transcribe(args: argparse.Namespace) -> dict[str, Any]:
 
     recogniser = (
         PocketsphinxRecogniser() if args.engine == "pocketsphinx"
-        else whisper_recogniser(args.model, args.beam_size)
+        else whisper_recogniser(args.model, args.beam_size, args.second_opinion_below)
     )
     transcript = asr.transcribe(args.input, recogniser=recogniser)
     return {
@@ -137,6 +140,7 @@ def _transcribe(args: argparse.Namespace) -> dict[str, Any]:
         "words": len(transcript.words),
         "fillers": transcript.filler_count,
         "chunks": transcript.extra.get("chunks"),
+        "chunks_second_opinion": transcript.extra.get("chunks_second_opinion"),
         "duration_s": round(transcript.duration_s, 3),
     }
 
@@ -172,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", help="Whisper model (default: the product's, tiny.en)")
     parser.add_argument("--beam-size", type=int,
                         help="Whisper beam size (default: the product's, greedy)")
+    parser.add_argument("--second-opinion-below", type=float,
+                        help="Whisper's second opinion threshold (default: the product's; "
+                             "above 1 every chunk is heard by both models)")
     parser.add_argument("--min-silence-ms", type=float, default=300.0)
     parser.add_argument("--threshold-dbfs", type=float, default=-48.0)
     args = parser.parse_args(argv)

@@ -84,6 +84,9 @@ class Recogniser(Protocol):
 
     ``needs_alignment``: its word times are rough and must be force-aligned.
     ``finds_fillers``: it flags fillers itself (no filler search after it).
+    ``recognise`` hears any stretch of audio (a chunk, or the pieces the filler checks ask
+    about); ``recognise_chunk`` hears a whole chunk the first time, and may ask a second
+    model where the first is unsure (it says whether it did).
     """
 
     name: str
@@ -95,6 +98,8 @@ class Recogniser(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
     def recognise(self, samples: np.ndarray) -> list[Word]: ...
+
+    def recognise_chunk(self, samples: np.ndarray) -> tuple[list[Word], bool]: ...
 
 
 class ChunkCache(Protocol):
@@ -155,7 +160,7 @@ def transcribe(
             for start, end in plan_chunks(frame_db, chunk_target_s=chunk_target_s)
         ]
         chunks = [c for c in chunks if _holds_sound(frame_db, *c)]
-        results = _run_chunks(
+        results, second_opinions = _run_chunks(
             pcm_path, chunks, recogniser, detect_fillers=detect_fillers, cache=cache,
             fingerprint=fingerprint, progress=progress, total_s=total_samples / SAMPLE_RATE,
         )
@@ -166,7 +171,10 @@ def transcribe(
         duration_s=duration_s,
         engine=recogniser.name,
         engine_version=recogniser.version(),
-        extra=_extra(recogniser, detect_fillers=detect_fillers, chunks=len(chunks)),
+        extra=_extra(
+            recogniser, detect_fillers=detect_fillers, chunks=len(chunks),
+            second_opinions=second_opinions,
+        ),
     )
 
 
@@ -223,17 +231,20 @@ def transcribe_samples(
     if recogniser is None:
         recogniser = default_recogniser()
     duration_s = len(pcm) / SAMPLE_RATE
-    words = (
+    words, second_opinion = (
         chunk_words(pcm, recogniser, detect_fillers=detect_fillers)
         if _pcm_holds_sound(pcm)
-        else []
+        else ([], False)
     )
     return Transcript(
         words=tuple(_finalise(words, duration_s=duration_s)),
         duration_s=duration_s,
         engine=recogniser.name,
         engine_version=recogniser.version(),
-        extra=_extra(recogniser, detect_fillers=detect_fillers, chunks=1),
+        extra=_extra(
+            recogniser, detect_fillers=detect_fillers, chunks=1,
+            second_opinions=int(second_opinion),
+        ),
     )
 
 
@@ -244,10 +255,13 @@ def default_recogniser() -> Recogniser:
     return WhisperEngine()
 
 
-def chunk_words(pcm: np.ndarray, recogniser: Recogniser, *, detect_fillers: bool) -> list[Word]:
-    """Words of one chunk of 16 kHz ``int16`` samples, times from its first sample."""
-    words = recogniser.recognise(pcm.astype(np.float32) / 32768.0)
-    return finish_chunk(pcm, words, recogniser, detect_fillers=detect_fillers)
+def chunk_words(
+    pcm: np.ndarray, recogniser: Recogniser, *, detect_fillers: bool
+) -> tuple[list[Word], bool]:
+    """Words of one chunk of 16 kHz ``int16`` samples, times from its first sample, and
+    whether a second model heard it (:meth:`Recogniser.recognise_chunk`)."""
+    words, second_opinion = recogniser.recognise_chunk(pcm.astype(np.float32) / 32768.0)
+    return finish_chunk(pcm, words, recogniser, detect_fillers=detect_fillers), second_opinion
 
 
 def finish_chunk(
@@ -287,8 +301,9 @@ def _run_chunks(
     fingerprint: str,
     progress: Progress | None,
     total_s: float,
-) -> list[list[Word]]:
-    """Words of each chunk (times from the start of the file), in the chunks' order.
+) -> tuple[list[list[Word]], int]:
+    """Words of each chunk (times from the start of the file), in the chunks' order, and
+    how many of the chunks recognised (not taken from ``cache``) a second model heard.
 
     The recogniser works through the chunks in this thread; the alignment and filler search
     of the chunks it has finished run on helper threads meanwhile. With more than one chunk
@@ -303,6 +318,7 @@ def _run_chunks(
     to_do = sum(1 for words in cached if words is None)
     helpers = min(_PARALLEL_CHUNKS, search_workers.usable_cores()) if to_do > 1 else 1
     pending: deque[tuple[int, Future[list[Word]]]] = deque()
+    second_opinions = 0
 
     def collect() -> None:
         index, future = pending.popleft()
@@ -326,7 +342,8 @@ def _run_chunks(
                     progress(end / SAMPLE_RATE, total_s)
                 continue
             pcm = np.fromfile(pcm_path, dtype=np.int16, count=end - start, offset=2 * start)
-            words = recogniser.recognise(pcm.astype(np.float32) / 32768.0)
+            words, second_opinion = recogniser.recognise_chunk(pcm.astype(np.float32) / 32768.0)
+            second_opinions += second_opinion
             while len(pending) >= helpers:
                 collect()
             pending.append(
@@ -334,7 +351,7 @@ def _run_chunks(
             )
         while pending:
             collect()
-    return results
+    return results, second_opinions
 
 
 _PARALLEL_CHUNKS = 2
@@ -358,12 +375,15 @@ def _fingerprint(recogniser: Recogniser, *, detect_fillers: bool) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _extra(recogniser: Recogniser, *, detect_fillers: bool, chunks: int) -> dict[str, Any]:
+def _extra(
+    recogniser: Recogniser, *, detect_fillers: bool, chunks: int, second_opinions: int
+) -> dict[str, Any]:
     return {
         **recogniser.describe(),
         "aligner": aligner_version() if recogniser.needs_alignment else None,
         "detect_fillers": detect_fillers,
         "chunks": chunks,
+        "chunks_second_opinion": second_opinions,
         "algorithm": ALGORITHM_VERSION,
     }
 

@@ -57,6 +57,10 @@ class PocketsphinxRecogniser:
             words = fillers.apply_fillers(words, found)
         return [w for w in words if w.text != _SPEECH_NOISE]
 
+    def recognise_chunk(self, samples: np.ndarray) -> tuple[list[Word], bool]:
+        """As :meth:`recognise`: no second model."""
+        return self.recognise(samples), False
+
 
 _NON_WORDS = frozenset({"<s>", "</s>", "<sil>", "[NOISE]"})
 _SPEECH_NOISE = "[SPEECH]"

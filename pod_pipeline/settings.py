@@ -24,6 +24,10 @@
 ``POD_WHISPER_DEVICE``        ``cpu`` (default), ``cuda`` or ``auto``
 ``POD_WHISPER_COMPUTE_TYPE``  ``default`` (int8 on CPU, float16 on GPU) or a CTranslate2 type
 ``POD_WHISPER_THREADS``       CPU threads for recognition (default 0 = all cores)
+``POD_WHISPER_SECOND_OPINION``
+                              the model that hears again a chunk the first is unsure of:
+                              ``auto`` (default: ``base`` for ``tiny.en``, else none),
+                              ``none``, or a model as for ``POD_WHISPER_MODEL``
 ``POD_SHOW_NAME``             show name for ID3 tags (default ``Podcast``)
 ``POD_INTRO_KEY``             object key of the show's intro (optional)
 ``POD_OUTRO_KEY``             object key of the show's outro (optional)
@@ -76,6 +80,7 @@ class Settings:
     whisper_device: str = "cpu"
     whisper_compute_type: str = "default"
     whisper_threads: int = 0
+    whisper_second_opinion: str = "auto"
     sensor_interval_s: int = defaults.SENSOR_INTERVAL_S
     purge_cron: str = defaults.PURGE_CRON
     show_name: str = "Podcast"
@@ -115,6 +120,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         whisper_device=env.get("POD_WHISPER_DEVICE") or Settings.whisper_device,
         whisper_compute_type=env.get("POD_WHISPER_COMPUTE_TYPE") or Settings.whisper_compute_type,
         whisper_threads=int(env.get("POD_WHISPER_THREADS") or Settings.whisper_threads),
+        whisper_second_opinion=(
+            env.get("POD_WHISPER_SECOND_OPINION") or Settings.whisper_second_opinion
+        ),
         sensor_interval_s=int(env.get("POD_SENSOR_INTERVAL_S") or Settings.sensor_interval_s),
         purge_cron=env.get("POD_PURGE_CRON") or Settings.purge_cron,
         show_name=env.get("POD_SHOW_NAME") or Settings.show_name,

@@ -65,6 +65,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
                 device=settings.whisper_device,
                 compute_type=settings.whisper_compute_type,
                 cpu_threads=settings.whisper_threads,
+                second_opinion=settings.whisper_second_opinion,
             ),
             "show": _build_show(settings),
         }

@@ -58,6 +58,11 @@ class WhisperTranscriberResource(TranscriberResource):
             per chunk.
         chunk_target_s: audio is split at pauses near every this many seconds.
         detect_fillers: look for "um", "uh", "er", "ah", "hmm" between the words.
+        second_opinion: the model that hears a chunk again when ``model`` is unsure of its
+            words; ``auto`` is ``base`` (shipped) for ``tiny.en`` and none otherwise;
+            ``none`` never asks.
+        second_opinion_below: a chunk whose words' mean probability is below this is
+            heard again.
     """
 
     model: str = _WHISPER.model
@@ -68,6 +73,8 @@ class WhisperTranscriberResource(TranscriberResource):
     language: str = _WHISPER.language or ""
     chunk_target_s: float = DEFAULT_CHUNK_S
     detect_fillers: bool = True
+    second_opinion: str = _WHISPER.second_opinion
+    second_opinion_below: float = _WHISPER.second_opinion_below
 
     def _engine(self):  # noqa: ANN202 - pod_audio.whisper.WhisperEngine
         from pod_audio.whisper import WhisperEngine, WhisperSettings
@@ -77,6 +84,8 @@ class WhisperTranscriberResource(TranscriberResource):
                 model=self.model, device=self.device, compute_type=self.compute_type,
                 cpu_threads=self.cpu_threads, beam_size=self.beam_size,
                 language=self.language or None,
+                second_opinion=self.second_opinion,
+                second_opinion_below=self.second_opinion_below,
             )
         )
 
@@ -95,4 +104,7 @@ class WhisperTranscriberResource(TranscriberResource):
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.model, "device": self.device, "compute_type": self.compute_type}
+        return {
+            "model": self.model, "device": self.device, "compute_type": self.compute_type,
+            "second_opinion": self.second_opinion,
+        }

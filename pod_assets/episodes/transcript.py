@@ -154,7 +154,20 @@ def _engine_metadata(result: Transcript) -> dict[str, dg.MetadataValue]:
         "model": dg.MetadataValue.text(str(result.extra.get("model", "n/a"))),
         "model_sha256": dg.MetadataValue.text(str(result.extra.get("model_sha256") or "n/a")),
         "aligner": dg.MetadataValue.text(str(result.extra.get("aligner") or "none")),
+        "second_opinion": dg.MetadataValue.text(_second_opinion(result.extra)),
     }
+
+
+def _second_opinion(extra: dict) -> str:
+    """Which model heard the chunks the first was unsure of, and how many it heard."""
+    model = extra.get("second_opinion")
+    if not model:
+        return "none"
+    return (
+        f"{model} heard {extra.get('chunks_second_opinion', 0)} of the "
+        f"{extra.get('chunks', 0)} chunks (those whose words' mean probability was below "
+        f"{extra.get('second_opinion_below')})"
+    )
 
 
 def _timings_check(step: EpisodeStep, result: Transcript) -> dg.AssetCheckResult:

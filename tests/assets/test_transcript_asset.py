@@ -51,6 +51,7 @@ def test_transcript_of_real_speech(pipeline, jfk_path):
     assert "preview" in mat.metadata
     assert mat.metadata["model_sha256"].value == TINY_EN_SHA256
     assert mat.metadata["chunks_resumed"].value == 0
+    assert mat.metadata["second_opinion"].value.startswith("base heard 0 of the 1 chunks")
 
     episode = pipeline.catalog.get_episode(episode_id)
     assert episode.status == EpisodeStatus.PROCESSED

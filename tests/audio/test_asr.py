@@ -57,6 +57,8 @@ def test_jfk_every_word_right(jfk_transcript: Transcript) -> None:
     assert jfk_transcript.engine_version == whisper.engine_version()
     assert jfk_transcript.extra["model"] == "tiny.en"
     assert jfk_transcript.extra["model_sha256"] == whisper.TINY_EN_SHA256
+    assert jfk_transcript.extra["second_opinion"] == "base"
+    assert jfk_transcript.extra["chunks_second_opinion"] == 0  # tiny.en is sure of JFK
     assert jfk_transcript.duration_s == pytest.approx(11.0, abs=0.05)
     _assert_well_formed(jfk_transcript)
     assert [_plain(w.text) for w in jfk_transcript.words] == JFK_WORDS
@@ -281,6 +283,60 @@ def test_the_base_model_recognises_speech() -> None:
     assert engine.describe()["model_sha256"] == whisper.BASE_SHA256
     words = engine.recognise(_jfk_16k()[: int(5.2 * SR)])
     assert [_plain(w.text) for w in words] == JFK_WORDS[:7]
+
+
+def test_a_second_opinion_is_base_for_tiny_en_and_asked_only_where_tiny_is_unsure() -> None:
+    settings = whisper.WhisperSettings()
+    assert settings.second_model == "base"
+    assert whisper.WhisperSettings(model="base").second_model is None
+    assert whisper.WhisperSettings(model="/models/small.en").second_model is None
+    assert whisper.WhisperSettings(second_opinion="none").second_model is None
+    assert whisper.WhisperSettings(second_opinion="/models/base.en").second_model == "/models/base.en"
+
+    audio = _jfk_16k()[: int(5.2 * SR)]
+    first = whisper.WhisperEngine(whisper.WhisperSettings(second_opinion="none")).recognise(audio)
+    mean = float(np.mean([w.confidence for w in first]))
+    base_words = whisper.WhisperEngine(whisper.WhisperSettings(model="base")).recognise(audio)
+    assert [w.text for w in base_words] != [w.text for w in first]  # base writes them otherwise
+
+    # Just above tiny.en's mean word probability: base hears the chunk, and its words stand.
+    unsure = whisper.WhisperEngine(whisper.WhisperSettings(second_opinion_below=mean + 0.001))
+    assert unsure.recognise_chunk(audio) == (base_words, True)
+    assert unsure.describe()["second_opinion"] == "base"
+    assert unsure.describe()["second_opinion_sha256"] == whisper.BASE_SHA256
+    # Just below it: tiny.en's words stand, and base is never loaded.
+    sure = whisper.WhisperEngine(whisper.WhisperSettings(second_opinion_below=mean - 0.001))
+    assert sure.recognise_chunk(audio) == (first, False)
+    assert sure._second_pipeline is None
+    # The filler checks' re-recognitions always hear with the first model.
+    assert unsure.recognise(audio) == first
+
+
+def test_a_second_opinion_that_masks_a_word_is_not_taken() -> None:
+    """Two pieces of JFK cut mid-word around a pause: tiny.en is unsure of them, and base
+    writes the cut "fellow" as "f**k"; tiny.en's words stand."""
+    speech = _jfk_16k()
+    audio = np.concatenate([
+        speech[int(0.3 * SR) : int(1.4 * SR)],
+        np.zeros(int(1.2 * SR), np.float32),
+        speech[int(2.8 * SR) : int(3.9 * SR)],
+    ])
+    base = whisper.WhisperEngine(whisper.WhisperSettings(model="base")).recognise(audio)
+    assert any("*" in w.text for w in base)
+    engine = whisper.WhisperEngine()
+    first = engine.recognise(audio)
+    assert float(np.mean([w.confidence for w in first])) < whisper.SECOND_OPINION_BELOW
+    assert engine.recognise_chunk(audio) == (first, False)
+
+
+def test_damaged_second_opinion_weights_fail_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POD_MODEL_CACHE", str(tmp_path))
+    monkeypatch.setitem(whisper._SHIPPED, "base", "0" * 64)
+    with pytest.raises(TranscriptionError, match="base weights .* are damaged"):
+        whisper.WhisperEngine()
+    assert whisper.WhisperEngine(whisper.WhisperSettings(second_opinion="none")).second is None
 
 
 def test_engines_are_recognisers() -> None:

@@ -427,3 +427,14 @@ def test_image_installs_from_the_lock_files_only():
     ignored = (REPO / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
 
+
+
+def test_the_image_puts_whisper_base_together_before_it_drops_to_the_run_user():
+    """The transcript step checks the second opinion's weights (``base``) when it starts;
+    run pods run as a user who cannot write the image, so the weights are put together at
+    build time, where POD_MODEL_CACHE points."""
+    text = DOCKERFILE.read_text()
+    cache = re.search(r"POD_MODEL_CACHE=(\S+)", text)
+    assert cache and cache.group(1).startswith("/opt/pod/")
+    build = text.index("resolve_model('base')")
+    assert text.index("pip install --no-deps .") < build < text.index("USER 10001")
