@@ -323,8 +323,8 @@ class WhisperEngine:
         Whisper tiny.en's word probabilities say where it struggles: on the stretches of
         synthetic voices where it gets a third to nine tenths of the words wrong, their
         mean is 0.54-0.69, while on JFK's speech it stays at 0.77-0.92 (bench
-        ``filler_eval`` sets). Only such stretches pay for ``base`` (about 1.4 times
-        tiny.en's CPU, on top of it).
+        ``filler_eval`` sets). Only such stretches pay for ``base``: heard by both
+        models, a chunk costs about twice the step's CPU (docs/benchmarks.md).
         """
         words = self.recognise(samples)
         if self.second is None or not words:
