@@ -496,8 +496,18 @@ def cut_takes_a_word(
     said_after = _said_positions(said, without)
     if any(near(p) for i, p in said_before.items() if i not in said_after):
         return True
-    in_transcript_before = set(said_before.values())
-    in_transcript_after = set(said_after.values())
+    said_set = set(said)
+
+    def in_transcript(heard: Heard, matched: dict[int, int]) -> set[int]:
+        # Heard as a word of the transcript, or as the transcript's own mishearing of it
+        # ("ask" where Whisper wrote "as"): the same word, heard better.
+        positions = set(matched.values())
+        return positions | {
+            p for p, (t, _) in enumerate(heard) if any(_near_spelling(t, s) for s in said_set)
+        }
+
+    in_transcript_before = in_transcript(as_is, said_before)
+    in_transcript_after = in_transcript(without, said_after)
     matcher = difflib.SequenceMatcher(
         a=[t for t, _ in as_is], b=[t for t, _ in without], autojunk=False
     )
@@ -510,6 +520,16 @@ def cut_takes_a_word(
             continue  # the cut mended what the stretch alone was misheard as
         return True
     return False
+
+
+def _near_spelling(a: str, b: str) -> bool:
+    """Whether two tokens are one word heard a little differently: the same, or one the
+    other with one letter added at its end ("as" and "ask"), both at least two letters
+    long."""
+    if a == b:
+        return True
+    short, long_ = sorted((a, b), key=len)
+    return len(short) >= 2 and long_.startswith(short) and len(long_) - len(short) == 1
 
 
 def _said_positions(said: Sequence[str], heard: Heard) -> dict[int, int]:

@@ -464,6 +464,22 @@ def test_a_cut_that_only_mends_what_the_short_stretch_misheard_is_not_a_word_tak
     assert cut_takes_a_word(as_is, lost, cut_s=(1.5, 1.85), said=said)
 
 
+def test_a_cut_that_lets_a_word_whisper_misspelt_be_heard_better_takes_nothing() -> None:
+    """Whisper wrote "as" for "ask", and an "ah" follows it: the stretch as it is is heard
+    "and what", and with the candidate cut out "ask what", which is the transcript's "as"
+    heard better. A word heard as one that is no near spelling of the transcript's still
+    stops the cut."""
+    from pod_audio.filler_checks import cut_takes_a_word
+
+    said = ["for", "you", "as", "what", "you"]
+    as_is = [("for", 0.3), ("you", 0.6), ("and", 1.2), ("what", 1.9), ("you", 2.2)]
+    heard_better = [("for", 0.3), ("you", 0.6), ("ask", 1.2), ("what", 1.5), ("you", 1.8)]
+    assert not cut_takes_a_word(as_is, heard_better, cut_s=(1.3, 1.9), said=said)
+    for other in ("at", "a", "asked"):  # another word, too short, two letters more
+        garbled = [*heard_better[:2], (other, 1.2), *heard_better[3:]]
+        assert cut_takes_a_word(as_is, garbled, cut_s=(1.3, 1.9), said=said), other
+
+
 def test_a_misheard_word_that_the_cut_deletes_is_still_a_word() -> None:
     """A slow "the" that the aligner put on the end of "until" leaves its sound in a gap;
     heard alone, the stretch gives "leh" for it. The cut deletes "leh" without mending
