@@ -499,11 +499,11 @@ def cut_takes_a_word(
     said_set = set(said)
 
     def in_transcript(heard: Heard, matched: dict[int, int]) -> set[int]:
-        # Heard as a word of the transcript, or as the transcript's own mishearing of it
+        # Heard in the transcript's order, or as a near spelling of one of its words
         # ("ask" where Whisper wrote "as"): the same word, heard better.
-        positions = set(matched.values())
-        return positions | {
-            p for p, (t, _) in enumerate(heard) if any(_near_spelling(t, s) for s in said_set)
+        return set(matched.values()) | {
+            p for p, (t, _) in enumerate(heard)
+            if t not in said_set and any(_near_spelling(t, s) for s in said_set)
         }
 
     in_transcript_before = in_transcript(as_is, said_before)
@@ -523,11 +523,9 @@ def cut_takes_a_word(
 
 
 def _near_spelling(a: str, b: str) -> bool:
-    """Whether two tokens are one word heard a little differently: the same, or one the
+    """Whether two different tokens are one word heard a little differently: one is the
     other with one letter added at its end ("as" and "ask"), both at least two letters
     long."""
-    if a == b:
-        return True
     short, long_ = sorted((a, b), key=len)
     return len(short) >= 2 and long_.startswith(short) and len(long_) - len(short) == 1
 
