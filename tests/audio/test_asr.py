@@ -267,7 +267,7 @@ def test_the_base_model_is_put_together_once_from_its_two_wheels(
     assert model_bin.stat().st_mtime_ns == written  # not joined again
 
 
-def test_base_halves_that_do_not_match_leave_no_model_behind(
+def test_base_halves_that_do_not_match_leave_no_model_behind_and_fail_the_engine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("POD_MODEL_CACHE", str(tmp_path))
@@ -275,6 +275,10 @@ def test_base_halves_that_do_not_match_leave_no_model_behind(
     with pytest.raises(TranscriptionError, match="base weights .* are damaged"):
         whisper.resolve_model("base")
     assert [p.name for p in tmp_path.rglob("*") if p.is_file() and "model.bin" in p.name] == []
+    # The default engine asks base for a second opinion: it refuses before any work.
+    with pytest.raises(TranscriptionError, match="base weights .* are damaged"):
+        whisper.WhisperEngine()
+    assert whisper.WhisperEngine(whisper.WhisperSettings(second_opinion="none")).second is None
 
 
 def test_the_base_model_recognises_speech() -> None:
@@ -327,16 +331,6 @@ def test_a_second_opinion_that_masks_a_word_is_not_taken() -> None:
     first = engine.recognise(audio)
     assert float(np.mean([w.confidence for w in first])) < whisper.SECOND_OPINION_BELOW
     assert engine.recognise_chunk(audio) == (first, False)
-
-
-def test_damaged_second_opinion_weights_fail_before_any_work(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("POD_MODEL_CACHE", str(tmp_path))
-    monkeypatch.setitem(whisper._SHIPPED, "base", "0" * 64)
-    with pytest.raises(TranscriptionError, match="base weights .* are damaged"):
-        whisper.WhisperEngine()
-    assert whisper.WhisperEngine(whisper.WhisperSettings(second_opinion="none")).second is None
 
 
 def test_engines_are_recognisers() -> None:
