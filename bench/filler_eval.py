@@ -903,7 +903,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", help="the product's Whisper model (default tiny.en; base is "
                         "shipped too)")
     parser.add_argument("--beam-size", type=int, help="the product's Whisper beam size "
-                        "(default: the product's, greedy)")
+                        "(default: the product's, 5)")
     parser.add_argument("--funnel", action="store_true",
                         help="record where the product lost each missed filler (which check "
                              "turned it down); its speed numbers are then not the product's")

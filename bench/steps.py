@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--engine", choices=("whisper", "pocketsphinx"), default="whisper")
     parser.add_argument("--model", help="Whisper model (default: the product's, tiny.en)")
     parser.add_argument("--beam-size", type=int,
-                        help="Whisper beam size (default: the product's, greedy)")
+                        help="Whisper beam size (default: the product's, 5)")
     parser.add_argument("--second-opinion-below", type=float,
                         help="Whisper's second opinion threshold (default: the product's; "
                              "above 1 every chunk is heard by both models)")
