@@ -66,6 +66,7 @@ from bench.corpus import JFK_PATH, SR, Item, TrueFiller, read_16k  # noqa: E402
 from pod_audio import filler_candidates, fillers  # noqa: E402
 from pod_audio.align import dictionary_tokens  # noqa: E402
 from pod_audio.dsp import as_int16  # noqa: E402
+from pod_audio.whisper import WhisperSettings  # noqa: E402
 
 MATCH_TOLERANCE_S = 0.1
 MAX_WORD_OVERLAP_S = 0.02
@@ -988,7 +989,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "quick": args.quick,
         "funnel": args.funnel,
         "model": args.model or "tiny.en",
-        "beam_size": args.beam_size or 1,
+        "beam_size": args.beam_size or WhisperSettings().beam_size,
         "constants": str(args.constants) if args.constants else "pod_audio/filler_candidates.py",
         "match_tolerance_s": MATCH_TOLERANCE_S,
         "max_word_overlap_s": MAX_WORD_OVERLAP_S,

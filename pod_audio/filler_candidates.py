@@ -58,7 +58,7 @@ _MAX_BELOW_SPEECH_DB = 20.0
 MIN_CANDIDATE_S = 0.12
 _MAX_CANDIDATE_S = 1.2
 _MAX_PAUSE_S = 0.5
-_PAUSE_REACH = 8
+_PAUSE_REACH = 12
 
 @dataclass(frozen=True)
 class Candidate:
@@ -245,7 +245,11 @@ def candidate_features(
         pitch_range = float(np.percentile(semitones, 90) - np.percentile(semitones, 10))
     else:
         pitch_range = 12.0
-    pauses = (_pause_s(features, lo, -1), _pause_s(features, hi - 1, +1))
+    # The pauses around the whole sound, as a detection would be grown to them: the core of
+    # an "um" is often its vowel alone, and its "m" (or the "h" of "hmm", or a slow onset
+    # out of a pause) would otherwise stand between the core and the pause.
+    grown = grow_to_pauses(features, candidate)
+    pauses = (_pause_s(features, grown.start, -1), _pause_s(features, grown.end - 1, +1))
 
     start_s, end_s = candidate.start_s, candidate.end_s
     overlapping = [
@@ -301,8 +305,9 @@ def _pause_s(features: FrameFeatures, edge: int, direction: int) -> float:
     """Length of the pause next to frame ``edge`` going ``direction`` (capped at
     :data:`_MAX_PAUSE_S`; the audio's start or end counts as a long pause).
 
-    The pause may begin up to :data:`_PAUSE_REACH` frames away: a candidate covers the steady
-    part of a sound, not all of its onset and decay.
+    The pause may begin up to :data:`_PAUSE_REACH` frames (120 ms) away: a candidate covers
+    the steady part of a sound, not all of its onset and decay (a filler rising slowly out of
+    a pause spends 100 ms or so doing it).
     """
     pause = features.pause
     n = len(pause)

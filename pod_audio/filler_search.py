@@ -14,9 +14,9 @@ in two passes:
    words (:func:`pod_audio.align.align_with_hesitations`), the filler gets a slot of its own.
    Those slots also take the held end of a drawn-out word, so such a candidate must in
    addition be set apart from its words by quiet (:func:`filler_checks.set_apart`), the word
-   it lay on moves to where the alignment with hesitations put it (clear of the filler and
-   of its neighbours, and it must still look like a word there), and the local re-alignment
-   check aligns with hesitations too.
+   it lay on moves to where the alignment with hesitations put it (clear of the filler, with
+   any neighbour it runs into moved along, and it must still look like a word there), and
+   the local re-alignment check aligns with hesitations too.
 
 A candidate on which the recogniser itself wrote a filler ("uh") skips the checks on the
 alignment around it, not those on its sound. Every candidate of both passes is then
@@ -161,18 +161,42 @@ def _exposed_fillers(
 def make_room(words: Sequence[Word], filler: Word, loose: Sequence[Word]) -> list[Word] | None:
     """``words`` with each non-filler word that ``filler`` overlaps by more than the hard
     rule allows put on its span in the alignment with hesitations (``loose``, same order),
-    where that span is clear of the filler and of the words around it; ``None`` when one
-    is not (the filler would take part of a word)."""
+    where that span is clear of the filler; ``None`` when it is not (the filler would take
+    part of a word).
+
+    A moved word that runs into a neighbour takes the neighbour along: the plain alignment
+    that stretched "are" over the "uh" before it squeezed "talking" after it, and the
+    alignment with hesitations has both on their own sound. Each word taken along moves to
+    its span in ``loose`` too, and must stay clear of the filler; the run stops at the first
+    word the moved ones no longer touch. ``None`` where a word taken along is a filler the
+    recogniser wrote, or would be moved twice."""
     out = list(words)
+    moved: set[int] = set()
+
+    def move(i: int) -> bool:
+        if i in moved or out[i].is_filler:
+            return False
+        out[i] = replace(out[i], start_s=loose[i].start_s, end_s=loose[i].end_s)
+        moved.add(i)
+        return _shared(out[i], filler) <= fillers.MAX_WORD_OVERLAP_S
+
     for i, word in enumerate(words):
-        if word.is_filler or _shared(word, filler) <= fillers.MAX_WORD_OVERLAP_S:
-            continue
-        moved = replace(word, start_s=loose[i].start_s, end_s=loose[i].end_s)
-        if _shared(moved, filler) > fillers.MAX_WORD_OVERLAP_S:
-            return None
-        if (i and moved.start_s < out[i - 1].end_s) or (i + 1 < len(out) and moved.end_s > out[i + 1].start_s):
-            return None
-        out[i] = moved
+        if not word.is_filler and _shared(word, filler) > fillers.MAX_WORD_OVERLAP_S:
+            if not move(i):
+                return None
+    for i in sorted(moved):
+        j = i + 1
+        while j < len(out) and out[j - 1].end_s > out[j].start_s and j not in moved:
+            if not move(j):
+                return None
+            j += 1
+        j = i - 1
+        while j >= 0 and out[j].end_s > out[j + 1].start_s and j not in moved:
+            if not move(j):
+                return None
+            j -= 1
+    if any(a.end_s > b.start_s for a, b in zip(out, out[1:])):
+        return None
     return out
 
 
