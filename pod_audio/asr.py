@@ -36,7 +36,7 @@ import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -54,6 +54,7 @@ __all__ = [
     "ALGORITHM_VERSION",
     "SAMPLE_RATE",
     "ChunkCache",
+    "FinishedChunk",
     "Recogniser",
     "transcribe",
     "transcribe_samples",
@@ -102,12 +103,27 @@ class Recogniser(Protocol):
     def recognise_chunk(self, samples: np.ndarray) -> tuple[list[Word], bool]: ...
 
 
+@dataclass(frozen=True)
+class FinishedChunk:
+    """A chunk as a :class:`ChunkCache` keeps it.
+
+    Attributes:
+        words: its words, times from the start of the file.
+        second_opinion: whether a second model heard it (see
+            :meth:`pod_audio.whisper.WhisperEngine.recognise_chunk`), so that a resumed
+            transcription still counts it.
+    """
+
+    words: list[Word]
+    second_opinion: bool = False
+
+
 class ChunkCache(Protocol):
     """Somewhere finished chunks are kept between attempts (see :func:`transcribe`)."""
 
-    def get(self, key: str) -> list[Word] | None: ...
+    def get(self, key: str) -> FinishedChunk | None: ...
 
-    def put(self, key: str, words: list[Word]) -> None: ...
+    def put(self, key: str, chunk: FinishedChunk) -> None: ...
 
 
 Progress = Callable[[float, float], None]
@@ -303,7 +319,7 @@ def _run_chunks(
     total_s: float,
 ) -> tuple[list[list[Word]], int]:
     """Words of each chunk (times from the start of the file), in the chunks' order, and
-    how many of the chunks recognised (not taken from ``cache``) a second model heard.
+    how many of the chunks a second model heard (those taken from ``cache`` included).
 
     The recogniser works through the chunks in this thread; the alignment and filler search
     of the chunks it has finished run on helper threads meanwhile. With more than one chunk
@@ -317,16 +333,16 @@ def _run_chunks(
     cached = [cache.get(key) if cache is not None else None for key in keys]
     to_do = sum(1 for words in cached if words is None)
     helpers = min(_PARALLEL_CHUNKS, search_workers.usable_cores()) if to_do > 1 else 1
-    pending: deque[tuple[int, Future[list[Word]]]] = deque()
-    second_opinions = 0
+    pending: deque[tuple[int, Future[list[Word]], bool]] = deque()
+    second_opinions = sum(1 for chunk in cached if chunk is not None and chunk.second_opinion)
 
     def collect() -> None:
-        index, future = pending.popleft()
+        index, future, second_opinion = pending.popleft()
         start, end = chunks[index]
         words = [w.shifted(start / SAMPLE_RATE) for w in future.result()]
         results[index] = words
         if cache is not None:
-            cache.put(keys[index], words)
+            cache.put(keys[index], FinishedChunk(words, second_opinion))
         if progress is not None:
             progress(end / SAMPLE_RATE, total_s)
         _release_freed_memory()
@@ -336,8 +352,9 @@ def _run_chunks(
         ThreadPoolExecutor(max_workers=helpers, thread_name_prefix="pod-align") as pool,
     ):
         for index, (start, end) in enumerate(chunks):
-            if cached[index] is not None:
-                results[index] = cached[index]
+            finished = cached[index]
+            if finished is not None:
+                results[index] = finished.words
                 if progress is not None:
                     progress(end / SAMPLE_RATE, total_s)
                 continue
@@ -346,9 +363,11 @@ def _run_chunks(
             second_opinions += second_opinion
             while len(pending) >= helpers:
                 collect()
-            pending.append(
-                (index, pool.submit(finish_chunk, pcm, words, recogniser, detect_fillers=detect_fillers))
-            )
+            pending.append((
+                index,
+                pool.submit(finish_chunk, pcm, words, recogniser, detect_fillers=detect_fillers),
+                second_opinion,
+            ))
         while pending:
             collect()
     return results, second_opinions
@@ -388,13 +407,17 @@ def _extra(
     }
 
 
-def words_to_json(words: Iterable[Word]) -> bytes:
-    """A chunk's words as stored in a :class:`ChunkCache`."""
-    return json.dumps([asdict(w) for w in words]).encode()
+def chunk_to_json(chunk: FinishedChunk) -> bytes:
+    """A finished chunk as stored in a :class:`ChunkCache`."""
+    return json.dumps({
+        "words": [asdict(w) for w in chunk.words],
+        "second_opinion": chunk.second_opinion,
+    }).encode()
 
 
-def words_from_json(data: bytes) -> list[Word]:
-    return [Word(**w) for w in json.loads(data)]
+def chunk_from_json(data: bytes) -> FinishedChunk:
+    stored = json.loads(data)
+    return FinishedChunk([Word(**w) for w in stored["words"]], bool(stored["second_opinion"]))
 
 
 # --------------------------------------------------------------------------- decoding to PCM

@@ -11,8 +11,8 @@ from pod_assets import layout
 from pod_assets.episode_asset import episode_asset, record_metrics, step_name
 from pod_assets.episodes.raw_audio import raw_audio, read_raw
 from pod_assets.status import EpisodeStep, episode_step
-from pod_audio.asr import words_from_json, words_to_json
-from pod_audio.transcript import Transcript, Word
+from pod_audio.asr import FinishedChunk, chunk_from_json, chunk_to_json
+from pod_audio.transcript import Transcript
 from pod_resources.catalog import CatalogResource
 from pod_resources.media_links import links_metadata
 from pod_resources.show import ShowResource
@@ -62,16 +62,16 @@ class StoredChunks:
     def _key(self, key: str) -> str:
         return f"{self.prefix}{key}.json"
 
-    def get(self, key: str) -> list[Word] | None:
+    def get(self, key: str) -> FinishedChunk | None:
         try:
-            words = words_from_json(self.store.read_bytes(self._key(key)))
+            chunk = chunk_from_json(self.store.read_bytes(self._key(key)))
         except ObjectNotFoundError:
             return None
         self.reused += 1
-        return words
+        return chunk
 
-    def put(self, key: str, words: list[Word]) -> None:
-        self.store.write_bytes(self._key(key), words_to_json(words), content_type="application/json")
+    def put(self, key: str, chunk: FinishedChunk) -> None:
+        self.store.write_bytes(self._key(key), chunk_to_json(chunk), content_type="application/json")
 
     def clear(self) -> None:
         for info in list(self.store.list(self.prefix)):

@@ -105,6 +105,7 @@ def test_a_retried_transcript_resumes_from_the_stored_chunks(pipeline, jfk_path,
     # Exactly what an uninterrupted transcription with the same settings gives.
     whole = WhisperTranscriberResource(chunk_target_s=3.0).transcribe(jfk_path)
     assert data["words"] == whole.to_dict()["words"]
+    assert data["extra"] == whole.to_dict()["extra"]  # chunks_second_opinion counts reused chunks too
     # The chunks are gone once transcript.json is written.
     chunks = layout.episode_key(episode_id, "transcript-chunks/")
     assert list(pipeline.store.list(chunks)) == []

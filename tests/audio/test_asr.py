@@ -12,7 +12,7 @@ import pytest
 
 from pod_audio import asr, whisper
 from pod_audio.align import align_words, dictionary_tokens
-from pod_audio.asr import Recogniser, transcribe
+from pod_audio.asr import FinishedChunk, Recogniser, chunk_from_json, chunk_to_json, transcribe
 from pod_audio.chunking import plan_chunks
 from pod_audio.pocketsphinx_engine import PocketsphinxRecogniser
 from pod_audio.dsp import write_wav
@@ -161,17 +161,20 @@ def test_chunks_split_in_the_pause_shift_times_exactly(tmp_path: Path) -> None:
 
 
 class _DictCache:
+    """Finished chunks kept as the object store keeps them (JSON bytes)."""
+
     def __init__(self) -> None:
-        self.chunks: dict[str, list[Word]] = {}
+        self.chunks: dict[str, bytes] = {}
         self.hits = 0
 
-    def get(self, key: str) -> list[Word] | None:
-        if key in self.chunks:
-            self.hits += 1
-        return self.chunks.get(key)
+    def get(self, key: str) -> FinishedChunk | None:
+        if key not in self.chunks:
+            return None
+        self.hits += 1
+        return chunk_from_json(self.chunks[key])
 
-    def put(self, key: str, words: list[Word]) -> None:
-        self.chunks[key] = words
+    def put(self, key: str, chunk: FinishedChunk) -> None:
+        self.chunks[key] = chunk_to_json(chunk)
 
 
 def test_cached_chunks_are_reused_and_give_the_same_transcript(tmp_path: Path) -> None:
@@ -186,6 +189,17 @@ def test_cached_chunks_are_reused_and_give_the_same_transcript(tmp_path: Path) -
     # Other settings never reuse these chunks.
     transcribe(jfk_path(), chunk_target_s=4.0, cache=cache, detect_fillers=False)
     assert cache.hits == len(first.words) * 0 + first.extra["chunks"]
+
+
+def test_a_resumed_transcription_still_counts_the_chunks_a_second_model_heard() -> None:
+    # Base hears every chunk (no mean probability is below 1.01).
+    engine = whisper.WhisperEngine(whisper.WhisperSettings(second_opinion_below=1.01))
+    cache = _DictCache()
+    first = transcribe(jfk_path(), recogniser=engine, chunk_target_s=4.0, detect_fillers=False, cache=cache)
+    assert first.extra["chunks_second_opinion"] == first.extra["chunks"] >= 2
+    resumed = transcribe(jfk_path(), recogniser=engine, chunk_target_s=4.0, detect_fillers=False, cache=cache)
+    assert cache.hits == first.extra["chunks"]
+    assert resumed.extra == first.extra and resumed.words == first.words
 
 
 @pytest.mark.parametrize(
