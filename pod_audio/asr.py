@@ -331,7 +331,7 @@ def _run_chunks(
     results: list[list[Word]] = [[] for _ in chunks]
     keys = [_chunk_key(fingerprint, start, end) for start, end in chunks]
     cached = [cache.get(key) if cache is not None else None for key in keys]
-    to_do = sum(1 for words in cached if words is None)
+    to_do = sum(1 for chunk in cached if chunk is None)
     helpers = min(_PARALLEL_CHUNKS, search_workers.usable_cores()) if to_do > 1 else 1
     pending: deque[tuple[int, Future[list[Word]], bool]] = deque()
     second_opinions = sum(1 for chunk in cached if chunk is not None and chunk.second_opinion)

@@ -169,7 +169,7 @@ def make_room(words: Sequence[Word], filler: Word, loose: Sequence[Word]) -> lis
     alignment with hesitations has both on their own sound. Each word taken along moves to
     its span in ``loose`` too, and must stay clear of the filler; the run stops at the first
     word the moved ones no longer touch. ``None`` where a word taken along is a filler the
-    recogniser wrote, or would be moved twice."""
+    recogniser wrote, or where the moved words still run into each other."""
     out = list(words)
     moved: set[int] = set()
 
