@@ -7,7 +7,7 @@ is unsure the audio stays:
 - :func:`with_dropped_words`: speech the recogniser left out is recognised on its own first,
   so a dropped sentence is not searched for fillers;
 - :func:`neighbours_look_right`: the words next to it are aligned plausibly (not squeezed, not
-  displaced from where the recogniser heard them);
+  displaced from where the recogniser heard them), unless a pause sets them apart from it;
 - :func:`word_edge`: it is not the voiced edge (by the word's pronunciation) of the word it
   touches;
 - :func:`part_of_a_word`: its sound does not begin on a consonant, and it is not the vowel
@@ -130,9 +130,21 @@ _MIN_PHONE_S = 0.03
 """An aligned word shorter than 60 ms, or than 30 ms per sound (up to six), was squeezed."""
 _NEIGHBOURS = 1
 """Words on each side of a candidate whose alignment judges it: the one next to it."""
+_APART_PAUSE_S = 0.3
+"""A run of quiet frames this long between a neighbour and the candidate sets them apart."""
 
 
-def neighbours_look_right(filler: Word, words: Sequence[Word], heard: Sequence[Word]) -> bool:
+def _pause_between(quiet: np.ndarray, word: Word, filler: Word) -> bool:
+    """Whether ``quiet`` (per 10 ms frame) holds a run of :data:`_APART_PAUSE_S` between
+    ``word`` and ``filler``."""
+    lo, hi = (word.end_s, filler.start_s) if word.end_s <= filler.start_s else (filler.end_s, word.start_s)
+    starts, ends = runs(quiet[round(lo * _FRAMES_PER_S) : round(hi * _FRAMES_PER_S)])
+    return bool(len(starts)) and int((ends - starts).max()) >= round(_APART_PAUSE_S * _FRAMES_PER_S)
+
+
+def neighbours_look_right(
+    filler: Word, words: Sequence[Word], heard: Sequence[Word], pcm: np.ndarray | None = None
+) -> bool:
     """Whether the words next to a filler candidate sit where they plausibly should.
 
     A candidate next to a squeezed word (aligned to less than 60 ms, or 30 ms per sound
@@ -142,11 +154,24 @@ def neighbours_look_right(filler: Word, words: Sequence[Word], heard: Sequence[W
     words right before and after the candidate judge it: a squeezed word farther away
     left its sound in its own gap, not in this one. ``heard`` is the recogniser's own
     words and times, in the same order as ``words``.
+
+    With the chunk's audio (``pcm``), a neighbour that a pause of 0.3 s or more sets apart
+    from the candidate does not judge it: "pipeline. [pause] um [pause] The first", with
+    "The" squeezed onto the end of "pipeline", says nothing about the "um" across the
+    pause. Whether the candidate is itself a slowly said word is left to the checks on its
+    sound and to the recogniser (:func:`part_of_a_word`, :func:`missed_words`).
     """
     index = next((i for i, w in enumerate(words) if w.start_s >= filler.end_s - 1e-6), len(words))
+    quiet: np.ndarray | None = None
+    if pcm is not None and len(pcm) >= FRAME_SAMPLES:
+        n = len(pcm) // FRAME_SAMPLES
+        level_db = frame_levels_db(pcm[: n * FRAME_SAMPLES].astype(np.float32) / 32768.0)
+        quiet = level_db < quiet_level_db(level_db)
     for i in range(max(0, index - _NEIGHBOURS), min(len(words), index + _NEIGHBOURS)):
         word, rough = words[i], heard[i]
         if word.is_filler:
+            continue
+        if quiet is not None and _pause_between(quiet, word, filler):
             continue
         shortest_s = max(_MIN_WORD_S, _MIN_PHONE_S * sounds_in(word.text))
         # Rounded to the millisecond: a word aligned to exactly 60 ms is not under 60 ms.

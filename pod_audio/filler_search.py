@@ -94,7 +94,7 @@ def _passes(
     the words when aligned again locally with hesitations. Where the recogniser itself
     wrote a filler on the candidate, the checks on the alignment around it (which look for
     a misplaced word's sound) are not asked: the gap is the hesitation it heard."""
-    if not filler_checks.neighbours_look_right(filler, words, heard):
+    if not filler_checks.neighbours_look_right(filler, words, heard, pcm):
         return False
     if filler_checks.word_edge(filler, words):
         return False

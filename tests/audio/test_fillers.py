@@ -11,7 +11,7 @@ from scipy.signal import lfilter
 from pod_audio import filler_candidates, filler_frames
 from pod_audio.asr import transcribe
 from pod_audio.dsp import write_wav
-from pod_audio.filler_checks import part_of_a_word, set_apart
+from pod_audio.filler_checks import neighbours_look_right, part_of_a_word, set_apart
 from pod_audio.filler_search import make_room
 from pod_audio.fillers import (
     DEFAULT_THRESHOLD,
@@ -326,6 +326,30 @@ def test_make_room_moves_the_word_a_filler_lay_on_and_never_takes_part_of_it() -
     # ... but never a neighbour onto the filler, nor a filler the recogniser wrote.
     assert make_room(plain, uh, [*loose[:2], _w("talking", 1.9, 2.84), loose[3]]) is None
     assert make_room([*plain[:2], _w("um", 2.37, 2.83, is_filler=True), plain[3]], uh, loose) is None
+
+
+def test_a_squeezed_word_a_pause_sets_apart_from_the_candidate_does_not_judge_it() -> None:
+    """"pipeline. [pause] um [pause] The first": the aligner squeezed "The" onto the end of
+    "pipeline"; across 0.6 s of quiet, that says nothing about the "um"."""
+    rng = np.random.default_rng(7)
+
+    def quiet(seconds: float) -> np.ndarray:
+        return rng.normal(0, 1e-4, int(seconds * SR)).astype(np.float32)
+
+    audio = np.concatenate([_babble(0.64, rng), quiet(0.56), _vowel(0.4, (600.0, 1200.0)), quiet(0.5),
+                            _babble(0.64, rng), quiet(0.3)])  # fmt: skip
+    pcm = (audio * 32767).astype(np.int16)
+    heard = [_w("pipeline", 0.0, 0.6), _w("The", 1.2, 2.2), _w("first", 2.2, 2.74)]
+    words = [_w("pipeline", 0.0, 0.6), _w("The", 0.6, 0.64), _w("first", 2.1, 2.74)]
+    um = _w("um", 1.2, 1.6, is_filler=True)
+    assert not neighbours_look_right(um, words, heard)  # "The" squeezed into 40 ms
+    assert neighbours_look_right(um, words, heard, pcm)
+    # The same vowel said straight after the squeezed word: it judges the candidate.
+    audio = np.concatenate([_babble(0.64, rng), _vowel(0.4, (600.0, 1200.0)), quiet(0.5),
+                            _babble(0.64, rng), quiet(0.3)])  # fmt: skip
+    pcm = (audio * 32767).astype(np.int16)
+    words = [_w("pipeline", 0.0, 0.6), _w("The", 0.6, 0.64), _w("first", 1.54, 2.18)]
+    assert not neighbours_look_right(_w("um", 0.64, 1.04, is_filler=True), words, heard, pcm)
 
 
 def test_gaps_next_to_unaligned_words_are_not_searched() -> None:
