@@ -57,7 +57,10 @@ def test_extension_and_title():
     assert layout.raw_extension("weird.ex/t") == "bin"
     assert layout.display_title("my_great show.mp3") == "my great show"
     assert layout.display_title("\u202eevil\u202c.mp3") == "evil"
-    assert layout.display_title(".mp3") == ".mp3" or layout.display_title(".mp3")
+    assert layout.display_title(".mp3") == ".mp3"  # a dot file: the whole name is its stem
+    # Nothing readable left: a title all the same.
+    assert layout.display_title("\u202e\u202c.mp3") == "Untitled episode"
+    assert layout.display_title("___.mp3") == "Untitled episode"
 
 
 def test_printable_escapes_controls():
