@@ -162,22 +162,23 @@ def neighbours_look_right(
     sound and to the recogniser (:func:`part_of_a_word`, :func:`missed_words`).
     """
     index = next((i for i, w in enumerate(words) if w.start_s >= filler.end_s - 1e-6), len(words))
-    quiet: np.ndarray | None = None
-    if pcm is not None and len(pcm) >= FRAME_SAMPLES:
-        n = len(pcm) // FRAME_SAMPLES
-        level_db = frame_levels_db(pcm[: n * FRAME_SAMPLES].astype(np.float32) / 32768.0)
-        quiet = level_db < quiet_level_db(level_db)
+    quiet: np.ndarray | None = None  # read from the audio only when a neighbour looks wrong
     for i in range(max(0, index - _NEIGHBOURS), min(len(words), index + _NEIGHBOURS)):
         word, rough = words[i], heard[i]
         if word.is_filler:
             continue
-        if quiet is not None and _pause_between(quiet, word, filler):
-            continue
         shortest_s = max(_MIN_WORD_S, _MIN_PHONE_S * sounds_in(word.text))
         # Rounded to the millisecond: a word aligned to exactly 60 ms is not under 60 ms.
-        if round(word.duration_s, 3) < round(shortest_s, 3):
+        squeezed = round(word.duration_s, 3) < round(shortest_s, 3)
+        if not (squeezed or is_displaced(word, rough)):
+            continue
+        if pcm is None or len(pcm) < FRAME_SAMPLES:
             return False
-        if is_displaced(word, rough):
+        if quiet is None:
+            n = len(pcm) // FRAME_SAMPLES
+            level_db = frame_levels_db(pcm[: n * FRAME_SAMPLES].astype(np.float32) / 32768.0)
+            quiet = level_db < quiet_level_db(level_db)
+        if not _pause_between(quiet, word, filler):
             return False
     return True
 
