@@ -138,8 +138,16 @@ def _pause_between(quiet: np.ndarray, word: Word, filler: Word) -> bool:
     """Whether ``quiet`` (per 10 ms frame) holds a run of :data:`_APART_PAUSE_S` between
     ``word`` and ``filler``."""
     lo, hi = (word.end_s, filler.start_s) if word.end_s <= filler.start_s else (filler.end_s, word.start_s)
-    starts, ends = runs(quiet[round(lo * _FRAMES_PER_S) : round(hi * _FRAMES_PER_S)])
-    return bool(len(starts)) and int((ends - starts).max()) >= round(_APART_PAUSE_S * _FRAMES_PER_S)
+    between = quiet[round(lo * _FRAMES_PER_S) : round(hi * _FRAMES_PER_S)]
+    return _has_run(between, round(_APART_PAUSE_S * _FRAMES_PER_S))
+
+
+def _quiet_frames(pcm: np.ndarray) -> np.ndarray:
+    """Per 10 ms frame of a chunk (at least one frame long), whether it holds only
+    background: under :func:`pod_audio.align.quiet_level_db`."""
+    n = len(pcm) // FRAME_SAMPLES
+    level_db = frame_levels_db(pcm[: n * FRAME_SAMPLES].astype(np.float32) / 32768.0)
+    return level_db < quiet_level_db(level_db)
 
 
 def neighbours_look_right(
@@ -175,9 +183,7 @@ def neighbours_look_right(
         if pcm is None or len(pcm) < FRAME_SAMPLES:
             return False
         if quiet is None:
-            n = len(pcm) // FRAME_SAMPLES
-            level_db = frame_levels_db(pcm[: n * FRAME_SAMPLES].astype(np.float32) / 32768.0)
-            quiet = level_db < quiet_level_db(level_db)
+            quiet = _quiet_frames(pcm)
         if not _pause_between(quiet, word, filler):
             return False
     return True
@@ -355,11 +361,9 @@ def set_apart(pcm: np.ndarray, filler: Word, loose: Sequence[Word]) -> bool:
     between its middle and the sound of each word within 0.3 s of it; a filler after a
     breath or a pause has, a held vowel has not, and then the audio stays.
     """
-    n = len(pcm) // FRAME_SAMPLES
-    if n < 3:
+    if len(pcm) // FRAME_SAMPLES < 3:
         return False
-    level_db = frame_levels_db(pcm[: n * FRAME_SAMPLES].astype(np.float32) / 32768.0)
-    quiet = level_db < quiet_level_db(level_db)
+    quiet = _quiet_frames(pcm)
     centre = round((filler.start_s + filler.end_s) / 2 * _FRAMES_PER_S)
     for word in loose:
         if word.is_filler:
