@@ -152,14 +152,15 @@ def align_words(pcm: np.ndarray, words: Sequence[Word]) -> AlignedChunk:
         return AlignedChunk((), ())
     pcm = np.ascontiguousarray(pcm, dtype=np.int16).reshape(-1)
     tokens = [dictionary_tokens(w.text) for w in words]
-    chunk = _align_range(pcm, list(words), tokens, offset=0, depth=0, hesitations=False)
+    lo, hi = _heard_stretch(len(pcm), words)
+    chunk = _align_range(pcm[lo:hi], list(words), tokens, offset=lo, depth=0, hesitations=False)
     if _displaced(chunk, words):
         # A word was pulled far from where the recogniser heard it: most often onto a
         # hesitation the recogniser left out. Aligned again with optional hesitations
         # between the words, the sound has a place of its own; the alignment that leaves
         # fewer words displaced wins (plain alignment on a tie: its boundaries are tighter).
         with_hesitations = _align_range(
-            pcm, list(words), tokens, offset=0, depth=0, hesitations=True
+            pcm[lo:hi], list(words), tokens, offset=lo, depth=0, hesitations=True
         )
         if _displaced(with_hesitations, words) < _displaced(chunk, words):
             chunk = with_hesitations
@@ -180,8 +181,29 @@ def align_with_hesitations(pcm: np.ndarray, words: Sequence[Word]) -> AlignedChu
         return AlignedChunk((), ())
     pcm = np.ascontiguousarray(pcm, dtype=np.int16).reshape(-1)
     tokens = [dictionary_tokens(w.text) for w in words]
-    chunk = _align_range(pcm, list(words), tokens, offset=0, depth=0, hesitations=True)
+    lo, hi = _heard_stretch(len(pcm), words)
+    chunk = _align_range(pcm[lo:hi], list(words), tokens, offset=lo, depth=0, hesitations=True)
     return _fit_unaligned(tighten_to_sound(pcm, chunk))
+
+
+HEARD_MARGIN_S = 1.0
+"""How far before the recogniser's first word and after its last the alignment looks."""
+
+
+def _heard_stretch(samples: int, words: Sequence[Word]) -> tuple[int, int]:
+    """The samples ``[lo, hi)`` of a chunk the alignment searches: from
+    :data:`HEARD_MARGIN_S` before the recogniser's first word to as far after its last.
+
+    The search must spend every frame on a word, silence or noise, and music or a hum
+    is neither silence nor speech to its acoustic model: a chunk that opens on 15 s of
+    music had its first word ("And") aligned onto the music's first two seconds. Where
+    no word was heard, no word is put. The recogniser's times are up to half a second
+    off, so the margin takes in every word's true sound.
+    """
+    margin = round(HEARD_MARGIN_S * SAMPLE_RATE)
+    lo = max(0, round(min(w.start_s for w in words) * SAMPLE_RATE) - margin)
+    hi = min(samples, round(max(w.end_s for w in words) * SAMPLE_RATE) + margin)
+    return (lo, hi) if hi - lo >= _MIN_ALIGN_SAMPLES else (0, samples)
 
 
 DISPLACED_S = 0.6

@@ -6,6 +6,7 @@ is unsure the audio stays:
 
 - :func:`with_dropped_words`: speech the recogniser left out is recognised on its own first,
   so a dropped sentence is not searched for fillers;
+- :func:`spoken`: the voice activity detector hears it as speech (not music or a hum);
 - :func:`neighbours_look_right`: the words next to it are aligned plausibly (not squeezed, not
   displaced from where the recogniser heard them), unless a pause sets them apart from it;
 - :func:`word_edge`: it is not the voiced edge (by the word's pronunciation) of the word it
@@ -41,6 +42,7 @@ from pod_audio.align import (
 from pod_audio.dsp import SAMPLE_RATE, runs
 from pod_audio.fillers import MAX_WORD_OVERLAP_S
 from pod_audio.transcript import Word, canonical_filler
+from pod_audio.vad import speech_spans
 
 if TYPE_CHECKING:
     from pod_audio.asr import Recogniser
@@ -54,6 +56,7 @@ __all__ = [
     "part_of_a_word",
     "set_apart",
     "sounds_in",
+    "spoken",
     "uncovered_speech",
     "with_dropped_words",
     "word_between",
@@ -72,6 +75,8 @@ _DROPPED_MIN_SPEECH_S = 0.8
 _DROPPED_REACH_S = 0.3
 """A recognised word covers the speech this far on each side of its (rough) span."""
 _SPEECH_ABOVE_FLOOR_DB = 12.0
+_REHEARD_WINDOW_S = 1.0
+"""The recogniser's words within this of a stretch heard again may be what it re-hears."""
 
 
 def with_dropped_words(
@@ -88,15 +93,61 @@ def with_dropped_words(
     for fillers. Each stretch farther than 0.3 s from every placed word that holds at
     least 0.8 s of speech (frames 12 dB above the chunk's noise floor) is recognised again
     on its own, and its words join the transcript in time order.
+
+    Loud is not spoken: music after the last word is as loud as speech, and heard again
+    on its own it gave "Thank you." So only the parts of a stretch that the voice activity
+    detector (:func:`pod_audio.vad.speech_spans`) hears as speech, 0.8 s of it or more,
+    are recognised again (from its first moment of speech to its last).
+
+    A stretch is also left uncovered when the aligner could not place words the
+    recogniser did write (speech under steady noise): heard again, it gives those words a
+    second time ("can can do do for for"), and now and then one more misheard at its edge.
+    So the words heard again are matched, in order, with the words the recogniser wrote
+    there (their rough spans within 1 s of the stretch); a stretch at least half of whose
+    words match is those words, unplaced, and adds nothing; otherwise its unmatched words
+    are new (a filler "Uh," heard before a sentence the recogniser dropped among them).
     """
     stretches = uncovered_speech(pcm, placed)
     if not stretches:
         return heard
-    found = [
-        [w.shifted(lo_s) for w in recogniser.recognise(pcm[_sample(lo_s) : _sample(hi_s)] / 32768.0)]
-        for lo_s, hi_s in stretches
-    ]
-    return sorted([*heard, *(w for ws in found for w in ws)], key=lambda w: w.start_s)
+    stretches = _spoken_parts(stretches, speech_spans(pcm))
+    if not stretches:
+        return heard
+    new: list[Word] = []
+    for lo_s, hi_s in stretches:
+        again = recogniser.recognise(pcm[_sample(lo_s) : _sample(hi_s)] / 32768.0)
+        near = lo_s - _REHEARD_WINDOW_S, hi_s + _REHEARD_WINDOW_S
+        written = [h for h in heard if h.end_s > near[0] and h.start_s < near[1]]
+        new += _new_words([w.shifted(lo_s) for w in again], written)
+    return sorted([*heard, *new], key=lambda w: w.start_s)
+
+
+def _new_words(again: Sequence[Word], written: Sequence[Word]) -> list[Word]:
+    """The words of ``again`` (a stretch heard a second time) that ``written`` (the
+    recogniser's words there) lacks; none when at least half of them match."""
+    matcher = difflib.SequenceMatcher(
+        a=[tuple(dictionary_tokens(w.text)) for w in again],
+        b=[tuple(dictionary_tokens(w.text)) for w in written],
+        autojunk=False,
+    )
+    matched = {i for a, _b, size in matcher.get_matching_blocks() for i in range(a, a + size)}
+    if 2 * len(matched) >= len(again):
+        return []
+    return [w for i, w in enumerate(again) if i not in matched]
+
+
+def _spoken_parts(
+    stretches: Sequence[tuple[float, float]], speech: Sequence[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """Each of ``stretches`` trimmed to its first and last moment of ``speech``, when at
+    least :data:`_DROPPED_MIN_SPEECH_S` of it is speech (a stretch is heard whole: a
+    sentence heard in pieces is heard worse)."""
+    out: list[tuple[float, float]] = []
+    for lo, hi in stretches:
+        parts = [(max(lo, s_lo), min(hi, s_hi)) for s_lo, s_hi in speech if s_lo < hi and s_hi > lo]
+        if sum(p_hi - p_lo for p_lo, p_hi in parts) >= _DROPPED_MIN_SPEECH_S:
+            out.append((parts[0][0], parts[-1][1]))
+    return out
 
 
 def uncovered_speech(pcm: np.ndarray, words: Sequence[Word]) -> list[tuple[float, float]]:
@@ -148,6 +199,21 @@ def _quiet_frames(pcm: np.ndarray) -> np.ndarray:
     n = len(pcm) // FRAME_SAMPLES
     level_db = frame_levels_db(pcm[: n * FRAME_SAMPLES].astype(np.float32) / 32768.0)
     return level_db < quiet_level_db(level_db)
+
+
+_SPOKEN_FRACTION = 0.5
+
+
+def spoken(filler: Word, speech: Sequence[tuple[float, float]]) -> bool:
+    """Whether more than half of a candidate lies in ``speech`` (the chunk's stretches of
+    speech by :func:`pod_audio.vad.speech_spans`).
+
+    A hesitation is said: every filler of the bench's sets, paused ones included, lies
+    wholly inside the detector's speech. A tune's notes, a hum or a ringing phone are as
+    steady as a held "hmm" and pass the acoustic checks, but are not speech; cut as fillers,
+    a 4 s musical bridge between two sentences was taken out of the episode."""
+    inside = sum(max(0.0, min(filler.end_s, hi) - max(filler.start_s, lo)) for lo, hi in speech)
+    return inside > _SPOKEN_FRACTION * filler.duration_s
 
 
 def neighbours_look_right(

@@ -18,6 +18,9 @@ in two passes:
    any neighbour it runs into moved along, and it must still look like a word there), and
    the local re-alignment check aligns with hesitations too.
 
+Only a candidate the voice activity detector hears as speech is a hesitation
+(:func:`filler_checks.spoken`): a tune's notes are as steady as a held "hmm".
+
 A candidate on which the recogniser itself wrote a filler ("uh") skips the checks on the
 alignment around it, not those on its sound. Every candidate of both passes is then
 recognised again with and without it (:func:`filler_checks.missed_words`); the transcript
@@ -38,6 +41,7 @@ from pod_audio import filler_checks, fillers
 from pod_audio.align import align_with_hesitations
 from pod_audio.filler_candidates import overlap
 from pod_audio.transcript import Word
+from pod_audio.vad import speech_spans
 
 if TYPE_CHECKING:
     from pod_audio.asr import Recogniser
@@ -57,12 +61,13 @@ def find_fillers(
     with the fillers that pass every check merged in; a word a filler of the second pass
     lay on is put where the alignment with hesitations placed it."""
     loose = _loose_words(pcm, words, aligned=aligned, heard=heard)
+    speech = speech_spans(pcm)
     found = [
         f
         for f in fillers.fillers_between_words(pcm, words, aligned=aligned)
-        if _passes(pcm, f, words, heard, loose=loose)
+        if filler_checks.spoken(f, speech) and _passes(pcm, f, words, heard, loose=loose)
     ]
-    room, exposed = _exposed_fillers(pcm, words, loose, heard=heard, found=found)
+    room, exposed = _exposed_fillers(pcm, words, loose, heard=heard, found=found, speech=speech)
     candidates = [*found, *exposed]
     missed = filler_checks.missed_words(pcm, candidates, room, recogniser) if candidates else []
     kept: list[Word] = []
@@ -134,6 +139,7 @@ def _exposed_fillers(
     *,
     heard: Sequence[Word],
     found: Sequence[Word],
+    speech: Sequence[tuple[float, float]],
 ) -> tuple[list[Word], list[Word]]:
     """The second pass: candidates in gaps only the alignment with hesitations (``loose``)
     shows, each checked against the words moved to make room for it and the candidates
@@ -144,7 +150,9 @@ def _exposed_fillers(
     if not loose:
         return room, exposed
     for filler in fillers.fillers_between_words(pcm, loose):
-        if any(overlap(f.start_s, f.end_s, filler.start_s, filler.end_s) > 0 for f in found):
+        if not filler_checks.spoken(filler, speech) or any(
+            overlap(f.start_s, f.end_s, filler.start_s, filler.end_s) > 0 for f in found
+        ):
             continue
         if not any(
             not w.is_filler and _shared(w, filler) > fillers.MAX_WORD_OVERLAP_S for w in room

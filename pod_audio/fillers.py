@@ -222,14 +222,19 @@ def fillers_between_words(
         return []
     # Fillers the recogniser spelled are candidates too (confirmed from a lower score).
     found = detect_fillers(pcm, segments=words, threshold=threshold, within=gaps)
-    out: list[Word] = []
+    by_gap: dict[tuple[float, float], list[Word]] = {}
     for filler in found:
         best = max(gaps, key=lambda g: overlap(g[0], g[1], filler.start_s, filler.end_s))
         start, end = max(filler.start_s, best[0]), min(filler.end_s, best[1])
         if end - start < MIN_CANDIDATE_S or end - start < _MIN_KEPT_FRACTION * filler.duration_s:
             continue
-        out.append(Word(filler.text, round(start, 3), round(end, 3), filler.confidence, True))
-    return out
+        by_gap.setdefault(best, []).append(
+            Word(filler.text, round(start, 3), round(end, 3), filler.confidence, True)
+        )
+    # A pause holds a hesitation or two ("um... uh"); a stretch between words with more
+    # steady sounds than that is music, a sung line or a ringing phone, and stays whole.
+    out = [f for in_gap in by_gap.values() if len(in_gap) <= MAX_FILLERS_PER_GAP for f in in_gap]
+    return sorted(out, key=lambda w: w.start_s)
 
 
 def _gaps_between(
@@ -259,8 +264,13 @@ def join_touching_fillers(found: Sequence[Word], words: Sequence[Word]) -> list[
     between two crossfades. Joined, the filler is spelled "um" when its second part is
     nasal ("um", "hmm") and the first is not, as the first part otherwise; its confidence
     is the lower of the two.
+
+    A joined run longer than :data:`MAX_FILLER_S` is no hesitation but a train of steady
+    sounds (the notes of a tune between two sentences, joined into one 3.5 s "hmm"): it
+    is dropped, and its audio stays.
     """
     out: list[Word] = []
+    parts: list[int] = []
     for filler in sorted(found, key=lambda w: w.start_s):
         if out and filler.start_s - out[-1].end_s <= _JOIN_GAP_S and not any(
             not w.is_filler and overlap(w.start_s, w.end_s, out[-1].end_s, filler.start_s) > 0
@@ -272,12 +282,18 @@ def join_touching_fillers(found: Sequence[Word], words: Sequence[Word]) -> list[
                 "um" if nasal_end else first.text, first.start_s, max(first.end_s, filler.end_s),
                 min(first.confidence, filler.confidence), True,
             )
+            parts[-1] += 1
         else:
             out.append(filler)
-    return out
+            parts.append(1)
+    return [f for f, n in zip(out, parts) if n == 1 or f.duration_s <= MAX_FILLER_S]
 
 
 _JOIN_GAP_S = 0.1
+MAX_FILLER_S = 1.5
+"""The longest hesitation: the detector's longest candidate (1.2 s) widened to its pauses."""
+MAX_FILLERS_PER_GAP = 2
+"""Most hesitations one stretch between two words holds ("um... uh")."""
 _NASAL = frozenset({"um", "hmm"})
 
 

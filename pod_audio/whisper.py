@@ -77,6 +77,12 @@ SECOND_OPINION_BELOW = 0.7
 Chosen on the bench's tuning sets: 0.65 and 0.7 leave the fewest word errors there with no
 filler lost; above, base hears more and more of JFK's clear speech, where it finds fewer
 fillers (docs/fillers.md, "A second opinion")."""
+NO_SPEECH_PROB = 0.6
+NO_SPEECH_LOGPROB = -1.0
+"""Whisper's own rule for a window that holds no speech (openai-whisper's defaults): its
+no-speech probability above :data:`NO_SPEECH_PROB` and its words' mean log probability
+below :data:`NO_SPEECH_LOGPROB`. On music, hum or room noise tiny.en otherwise writes
+"you" (probability 0.03-0.06) over a second of it (docs/fillers.md, "Music and noise")."""
 
 
 @dataclass(frozen=True)
@@ -315,8 +321,9 @@ class WhisperEngine:
         }
 
     def recognise_chunk(self, samples: np.ndarray) -> tuple[list[Word], bool]:
-        """Words of one chunk as :meth:`recognise` gives them, and whether the second model
-        gave them: when the first model's words are unsure on average (mean probability
+        """Words of one chunk as :meth:`recognise` gives them, none from a window Whisper
+        takes for no speech (music, a hum: :func:`_holds_speech`), and whether the second
+        model gave them: when the first model's words are unsure on average (mean probability
         below ``second_opinion_below``), the second model hears the chunk and its words
         replace the first's, unless it masked a word ("f**k").
 
@@ -326,7 +333,7 @@ class WhisperEngine:
         ``filler_eval`` sets). Only such stretches pay for ``base``: heard by both
         models, a chunk costs about twice the step's CPU (docs/benchmarks.md).
         """
-        words = self.recognise(samples)
+        words = self._recognise_with(self._pipeline, samples, speech_only=True)
         if self.second is None or not words:
             return words, False
         if float(np.mean([w.confidence for w in words])) >= self.settings.second_opinion_below:
@@ -335,7 +342,7 @@ class WhisperEngine:
             from faster_whisper import BatchedInferencePipeline
 
             self._second_pipeline = BatchedInferencePipeline(_load(self.second, self.settings))
-        second = self._recognise_with(self._second_pipeline, samples)
+        second = self._recognise_with(self._second_pipeline, samples, speech_only=True)
         if any(_MASKED in w.text for w in second):
             # Whisper masks a word it takes for a swear word ("f**k"); base does it to
             # words cut short, and the masked letters then align over whatever lies
@@ -351,7 +358,14 @@ class WhisperEngine:
         """
         return self._recognise_with(self._pipeline, samples)
 
-    def _recognise_with(self, pipeline: Any, samples: np.ndarray) -> list[Word]:
+    def _recognise_with(
+        self, pipeline: Any, samples: np.ndarray, *, speech_only: bool = False
+    ) -> list[Word]:
+        """Words of ``samples`` by ``pipeline``; with ``speech_only``, none from a window
+        Whisper itself takes for no speech (:func:`_holds_speech`). The transcript's
+        hearing asks for that; the filler checks' hearings of a few seconds around a
+        candidate do not, as they compare two hearings of nearly the same audio and a
+        short stretch that is mostly pause often reads as no speech."""
         audio = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
         if len(audio) < SAMPLE_RATE // 10:
             return []
@@ -377,7 +391,12 @@ class WhisperEngine:
                 vad_filter=False,
                 batch_size=1,
             )
-            words = [w for segment in segments for w in (segment.words or ())]
+            words = [
+                w
+                for segment in segments
+                if not speech_only or _holds_speech(segment)
+                for w in (segment.words or ())
+            ]
         except (RuntimeError, ValueError) as exc:
             raise TranscriptionError(f"faster-whisper failed: {exc}") from exc
         duration_s = len(audio) / SAMPLE_RATE
@@ -390,6 +409,13 @@ class WhisperEngine:
             end = min(max(float(w.end), start), duration_s)
             out += split_at_ellipses(Word(text, start, end, confidence=round(float(w.probability), 3)))
         return out
+
+
+def _holds_speech(segment: Any) -> bool:
+    """Whether Whisper heard speech in ``segment`` (one window): not when it is sure the
+    window holds none and unsure of the words it wrote anyway (:data:`NO_SPEECH_PROB`).
+    faster-whisper's batched pipeline reports both numbers but does not apply the rule."""
+    return not (segment.no_speech_prob > NO_SPEECH_PROB and segment.avg_logprob < NO_SPEECH_LOGPROB)
 
 
 _MASKED = "*"

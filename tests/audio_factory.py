@@ -141,6 +141,32 @@ def noise(
     return np.clip(data * amplitude, -1.0, 1.0).astype(np.float32)
 
 
+def tune(
+    *,
+    duration_s: float,
+    sample_rate: int = 44100,
+    note_s: float = 0.5,
+    legato: bool = False,
+    chord: bool = True,
+    amplitude: float = 0.25,
+) -> np.ndarray:
+    """A tune, shape ``(frames, 1)``: a C-major scale of notes (``note_s`` each, a 50 ms
+    rest after each unless ``legato``) with two overtones, over a held A-minor chord.
+    Every note is a steady voiced-looking sound, as a held "hmm" is."""
+    t = np.arange(_frames(duration_s, sample_rate)) / sample_rate
+    scale = (262.0, 294.0, 330.0, 349.0, 392.0, 440.0, 494.0, 523.0)
+    out = np.zeros_like(t)
+    step = round(note_s * sample_rate)
+    sounding = step if legato else step - round(0.05 * sample_rate)
+    for i, start in enumerate(range(0, len(t), step)):
+        span = slice(start, min(start + sounding, len(t)))
+        f = scale[i % len(scale)]
+        out[span] = sum(g * np.sin(2 * np.pi * k * f * t[span]) for k, g in ((1, 1.0), (2, 0.5), (3, 0.3)))
+    if chord:
+        out += 0.3 * sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.0, 330.0))
+    return (amplitude * out / max(1e-9, float(np.abs(out).max())))[:, None].astype(np.float32)
+
+
 def silence(*, duration_s: float, sample_rate: int = 44100, channels: int = 1) -> np.ndarray:
     """Digital silence, shape ``(frames, channels)``."""
     return np.zeros((_frames(duration_s, sample_rate), channels), dtype=np.float32)
