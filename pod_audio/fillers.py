@@ -202,7 +202,9 @@ def fillers_between_words(
     recogniser's segments; each detection is then clipped to the gap between the words
     around it. A detection that keeps less than 60 % of its length after clipping lay
     mostly on a word (a drawn-out "so" before a pause) and is dropped: when unsure, the
-    audio stays. Gaps next to a word the aligner could not place are not searched.
+    audio stays. Gaps next to a word the aligner could not place are not searched, and a
+    gap with more than :data:`MAX_FILLERS_PER_GAP` detections keeps them all (the notes
+    of a tune between two sentences).
 
     Args:
         samples: 1-D 16 kHz mono audio, ``int16`` or floats in ``[-1, 1]``.
