@@ -21,10 +21,11 @@ CANONICAL_FILLERS: dict[str, str] = {
     "uh": "uh", "uhh": "uh", "eh": "uh",
     "er": "er",
     "ah": "ah", "ahh": "ah",
-    "hmm": "hmm", "hm": "hmm", "mm": "hmm", "mhm": "hmm",
+    "hmm": "hmm", "hm": "hmm", "mm": "hmm",
 }  # fmt: skip
 """Spellings of a hesitation -> the five fillers a transcript names ("um", "uh", "er", "ah",
-"hmm")."""
+"hmm"). Not "mhm", "mm-hmm" or "uh-huh": those are answers ("Did you go?" "Mhm."), and
+cut, the answer is gone."""
 FILLER_WORDS: frozenset[str] = frozenset(CANONICAL_FILLERS)
 
 

@@ -487,6 +487,13 @@ def test_canonical_filler(text: str, expected: str | None) -> None:
     assert canonical_filler(text) == expected
 
 
+def test_an_answer_spelled_like_a_hum_is_a_word_not_a_filler() -> None:
+    # "Did you go?" "Mhm." The answer is not a hesitation; cut, it would be gone.
+    for answer in ("Mhm.", "mhm", "Mm-hmm.", "mm-hmm", "Uh-huh.", "Mhmm"):
+        assert flag_spelled_filler(Word(answer, 1.0, 1.4)).is_filler is False, answer
+    assert flag_spelled_filler(Word("Hmm.", 1.0, 1.4)) == Word("hmm", 1.0, 1.4, is_filler=True)
+
+
 def test_every_filler_word_has_a_canonical_spelling() -> None:
     assert {canonical_filler(w) for w in FILLER_WORDS} == {"um", "uh", "er", "ah", "hmm"}
 
