@@ -86,6 +86,14 @@ def jfk_path() -> Path:
     return REPO / "samples" / "jfk-inaugural-excerpt.flac"
 
 
+def jfk_16k() -> np.ndarray:
+    """The JFK sample as the transcript step reads it: 16 kHz mono float samples, decoded and
+    resampled block by block by :func:`pod_audio.io.iter_blocks`."""
+    from pod_audio.io import iter_blocks
+
+    return np.concatenate([b[:, 0] for b in iter_blocks(jfk_path(), sample_rate=16000, channels=1)])
+
+
 # --------------------------------------------------------------------------- signals
 
 

@@ -17,9 +17,8 @@ from pod_audio.chunking import plan_chunks
 from pod_audio.pocketsphinx_engine import PocketsphinxRecogniser
 from pod_audio.dsp import write_wav
 from pod_audio.errors import TranscriptionError
-from pod_audio.io import iter_blocks
 from pod_audio.transcript import Transcript, Word
-from tests.audio_factory import jfk_path
+from tests.audio_factory import jfk_16k, jfk_path
 from tests.speech_factory import SR, has_espeak, render_script
 
 JFK_WORDS = (
@@ -31,10 +30,6 @@ needs_espeak = pytest.mark.skipif(not has_espeak(), reason="espeak-ng missing")
 
 def _plain(text: str) -> str:
     return re.sub(r"[^a-z']", "", text.lower())
-
-
-def _jfk_16k() -> np.ndarray:
-    return np.concatenate([b[:, 0] for b in iter_blocks(jfk_path(), sample_rate=SR, channels=1)])
 
 
 def _assert_well_formed(transcript: Transcript) -> None:
@@ -70,7 +65,7 @@ def test_jfk_words_sit_on_their_sound_not_on_the_pauses(jfk_transcript: Transcri
     # Whisper's own times give "ask" (2.3-3.9 s) and "what" (4.5-5.7 s) the pauses before
     # them; aligned, no word holds more than 0.35 s of near-silence (the closure of the
     # "k" of "ask" before "not" is the longest).
-    samples = _jfk_16k()
+    samples = jfk_16k()
     n = len(samples) // 160
     level = 10 * np.log10(np.mean(samples[: n * 160].reshape(n, 160) ** 2, axis=1) + 1e-12)
     quiet = level < np.percentile(level, 10) + 10
@@ -106,7 +101,7 @@ def test_word_times_known_by_construction(tmp_path: Path) -> None:
 
 
 def test_alignment_moves_rough_times_onto_the_words() -> None:
-    samples = _jfk_16k()
+    samples = jfk_16k()
     pcm = np.round(samples * 32767).astype(np.int16)
     reference = transcribe(jfk_path()).words
     # The same words with times smeared by half a second either way.
@@ -119,7 +114,7 @@ def test_alignment_moves_rough_times_onto_the_words() -> None:
 
 
 def test_a_word_that_is_not_in_the_audio_leaves_its_chunk_unaligned_not_misplaced() -> None:
-    samples = _jfk_16k()
+    samples = jfk_16k()
     pcm = np.round(samples * 32767).astype(np.int16)
     words = [Word("hippopotamus", 0.3, 0.6), Word("and", 0.3, 0.6), Word("so", 0.7, 1.0)]
     result = align_words(pcm[: int(1.2 * SR)], words)
@@ -141,7 +136,7 @@ def test_dictionary_tokens(text: str, tokens: list[str]) -> None:
 def test_chunks_split_in_the_pause_shift_times_exactly(tmp_path: Path) -> None:
     # "what your country can do for you, ask what you can do for your country" between two
     # identical 1 s stretches of near silence; the file holds it twice.
-    speech = _jfk_16k()[int(5.3 * SR) : int(10.96 * SR)]
+    speech = jfk_16k()[int(5.3 * SR) : int(10.96 * SR)]
     pad = np.random.default_rng(0).normal(0, 1e-4, SR).astype(np.float32)
     unit = np.concatenate([pad, speech, pad])
     unit = unit[: len(unit) // 160 * 160]
@@ -262,7 +257,7 @@ def test_a_local_model_directory_is_loaded_and_named_with_its_checksum(tmp_path:
     engine = whisper.WhisperEngine(whisper.WhisperSettings(model=str(local)))
     assert engine.describe()["model"] == "my-tiny"
     assert engine.describe()["model_sha256"] == whisper.TINY_EN_SHA256
-    words = engine.recognise(_jfk_16k()[: int(5.2 * SR)])
+    words = engine.recognise(jfk_16k()[: int(5.2 * SR)])
     assert [_plain(w.text) for w in words] == JFK_WORDS[:7]
 
 
@@ -300,7 +295,7 @@ def test_the_base_model_recognises_speech() -> None:
     engine = whisper.WhisperEngine(whisper.WhisperSettings(model="base"))
     assert engine.describe()["model"] == "base"
     assert engine.describe()["model_sha256"] == whisper.BASE_SHA256
-    words = engine.recognise(_jfk_16k()[: int(5.2 * SR)])
+    words = engine.recognise(jfk_16k()[: int(5.2 * SR)])
     assert [_plain(w.text) for w in words] == JFK_WORDS[:7]
 
 
@@ -312,7 +307,7 @@ def test_a_second_opinion_is_base_for_tiny_en_and_asked_only_where_tiny_is_unsur
     assert whisper.WhisperSettings(second_opinion="none").second_model is None
     assert whisper.WhisperSettings(second_opinion="/models/base.en").second_model == "/models/base.en"
 
-    audio = _jfk_16k()[: int(5.2 * SR)]
+    audio = jfk_16k()[: int(5.2 * SR)]
     first = whisper.WhisperEngine(whisper.WhisperSettings(second_opinion="none")).recognise(audio)
     mean = float(np.mean([w.confidence for w in first]))
     base_words = whisper.WhisperEngine(whisper.WhisperSettings(model="base")).recognise(audio)
@@ -334,7 +329,7 @@ def test_a_second_opinion_is_base_for_tiny_en_and_asked_only_where_tiny_is_unsur
 def test_a_second_opinion_that_masks_a_word_is_not_taken() -> None:
     """Two pieces of JFK cut mid-word around a pause: tiny.en is unsure of them, and base
     writes the cut "fellow" as "f**k"; tiny.en's words stand."""
-    speech = _jfk_16k()
+    speech = jfk_16k()
     audio = np.concatenate([
         speech[int(0.3 * SR) : int(1.4 * SR)],
         np.zeros(int(1.2 * SR), np.float32),
@@ -354,7 +349,7 @@ def test_engines_are_recognisers() -> None:
 
 
 def test_pocketsphinx_baseline_still_transcribes() -> None:
-    result = asr.transcribe_samples(_jfk_16k()[: 5 * SR], recogniser=PocketsphinxRecogniser())
+    result = asr.transcribe_samples(jfk_16k()[: 5 * SR], recogniser=PocketsphinxRecogniser())
     assert result.engine == "pocketsphinx" and len(result.words) >= 3
     _assert_well_formed(result)
 
@@ -520,7 +515,7 @@ def test_speech_the_recogniser_left_out_is_recognised_again() -> None:
     from pod_audio.filler_checks import uncovered_speech, with_dropped_words
     from pod_audio.dsp import as_int16
 
-    pcm = as_int16(_jfk_16k())
+    pcm = as_int16(jfk_16k())
     engine = asr.default_recogniser()
     heard = engine.recognise(pcm / 32768.0)
     assert [_plain(w.text) for w in heard] == JFK_WORDS
@@ -553,7 +548,7 @@ def test_a_candidate_on_a_word_is_heard_with_both_contexts_and_kept() -> None:
     from pod_audio.dsp import as_int16
     from pod_audio.filler_checks import missed_words
 
-    pcm = as_int16(_jfk_16k())
+    pcm = as_int16(jfk_16k())
     engine = _Counting(asr.default_recogniser())
     words = align_words(pcm, engine.engine.recognise(pcm / 32768.0)).words
     country = next(w for w in words if _plain(w.text) == "country")

@@ -26,7 +26,7 @@ from pod_audio.fillers import (
 )
 from pod_audio.io import iter_blocks
 from pod_audio.transcript import FILLER_WORDS, Word, canonical_filler
-from tests.audio_factory import jfk_path
+from tests.audio_factory import jfk_16k
 from tests.speech_factory import SR, espeak, has_espeak, render_script
 
 needs_espeak = pytest.mark.skipif(not has_espeak(), reason="espeak-ng missing")
@@ -418,7 +418,7 @@ def test_a_quick_um_in_a_pause_is_scored_on_the_pauses_around_all_of_its_sound(
     "hmm" its hum (not the "h"): the pauses are measured around the whole sound, as a
     detection is grown to it. Measured at the core alone, the pause on one side read 0: the
     feature the detector weighs most was lost on the fillers most often said."""
-    speech = np.concatenate([b[:, 0] for b in iter_blocks(jfk_path(), sample_rate=SR, channels=1)])
+    speech = jfk_16k()
     filler = espeak(text, voice="en-gb+m3", speed_wpm=speed_wpm)
     filler *= 0.05 / float(np.sqrt(np.mean(filler**2)))
     pause = np.zeros(int(0.3 * SR), dtype=np.float32)

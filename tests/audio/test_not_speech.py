@@ -24,10 +24,9 @@ from pod_audio.fillers import (
     fillers_between_words,
     join_touching_fillers,
 )
-from pod_audio.io import iter_blocks
 from pod_audio.transcript import Word
 from pod_audio.vad import speech_spans
-from tests.audio_factory import jfk_path, noise, tune
+from tests.audio_factory import jfk_16k, noise, tune
 
 SR = 16000
 JFK_WORDS = (
@@ -38,7 +37,7 @@ JFK_WORDS = (
 
 @pytest.fixture(scope="module")
 def jfk() -> np.ndarray:
-    return np.concatenate([b[:, 0] for b in iter_blocks(jfk_path(), sample_rate=SR, channels=1)])
+    return jfk_16k()
 
 
 def _words(tmp_path: Path, name: str, samples: np.ndarray) -> list[Word]:

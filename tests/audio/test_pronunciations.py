@@ -12,9 +12,8 @@ import pytest
 from pocketsphinx import get_model_path
 
 from pod_audio import align, pronunciations
-from pod_audio.io import iter_blocks
 from pod_audio.transcript import Word
-from tests.audio_factory import jfk_path
+from tests.audio_factory import jfk_16k
 from tests.speech_factory import SR
 
 CMUDICT = os.path.join(get_model_path(), "en-us", "cmudict-en-us.dict")
@@ -52,7 +51,7 @@ def _all_of_cmudict(words: object) -> Iterator[str]:
 def test_an_alignment_with_the_small_dictionary_equals_one_with_all_of_cmudict(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    samples = np.concatenate([b[:, 0] for b in iter_blocks(jfk_path(), sample_rate=SR, channels=1)])
+    samples = jfk_16k()
     pcm = np.round(samples[: 5 * SR] * 32767).astype(np.int16)
     # Rough times, a word with two pronunciations ("and") and one CMUdict lacks (spelled).
     rough = [Word("And", 0.0, 0.6), Word("so,", 0.6, 1.4), Word("my", 2.8, 3.2),

@@ -16,9 +16,8 @@ from pod_audio import asr, search_workers
 from pod_audio.align import align_with_hesitations, align_words
 from pod_audio.asr import transcribe
 from pod_audio.errors import TranscriptionError
-from pod_audio.io import iter_blocks
 from pod_audio.transcript import Word
-from tests.audio_factory import jfk_path
+from tests.audio_factory import jfk_16k, jfk_path
 from tests.speech_factory import SR
 
 # "and so my fellow americans" on rough times, as a recogniser gives them.
@@ -27,7 +26,7 @@ ROUGH = [Word("And", 0.0, 0.6), Word("so,", 0.6, 1.4), Word("my", 2.8, 3.2),
 
 
 def _jfk_pcm() -> np.ndarray:
-    samples = np.concatenate([b[:, 0] for b in iter_blocks(jfk_path(), sample_rate=SR, channels=1)])
+    samples = jfk_16k()
     return np.round(samples * 32767).astype(np.int16)
 
 
