@@ -82,7 +82,7 @@ NO_SPEECH_LOGPROB = -1.0
 """Whisper's own rule for a window that holds no speech (openai-whisper's defaults): its
 no-speech probability above :data:`NO_SPEECH_PROB` and its words' mean log probability
 below :data:`NO_SPEECH_LOGPROB`. On music, hum or room noise tiny.en otherwise writes
-"you" (probability 0.03-0.06) over a second of it (docs/fillers.md, "Music and noise")."""
+"you" (probability 0.03-0.06) over a second of it (docs/fillers.md, "Version 16")."""
 
 
 @dataclass(frozen=True)
@@ -364,8 +364,8 @@ class WhisperEngine:
         """Words of ``samples`` by ``pipeline``; with ``speech_only``, none from a window
         Whisper itself takes for no speech (:func:`_holds_speech`). The transcript's
         hearing asks for that; the filler checks' hearings of a few seconds around a
-        candidate do not, as they compare two hearings of nearly the same audio and a
-        short stretch that is mostly pause often reads as no speech."""
+        candidate do not: they compare two hearings of nearly the same audio, and a word
+        one of them dropped as no speech would read as a word the cut took."""
         audio = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
         if len(audio) < SAMPLE_RATE // 10:
             return []
