@@ -41,6 +41,7 @@ from pod_audio.align import (
 )
 from pod_audio.dsp import SAMPLE_RATE, runs
 from pod_audio.fillers import MAX_WORD_OVERLAP_S
+from pod_audio.intervals import intersect
 from pod_audio.transcript import Word, canonical_filler
 from pod_audio.vad import speech_spans
 
@@ -144,7 +145,7 @@ def _spoken_parts(
     sentence heard in pieces is heard worse)."""
     out: list[tuple[float, float]] = []
     for lo, hi in stretches:
-        parts = [(max(lo, s_lo), min(hi, s_hi)) for s_lo, s_hi in speech if s_lo < hi and s_hi > lo]
+        parts = intersect(speech, lo, hi)
         if sum(p_hi - p_lo for p_lo, p_hi in parts) >= _DROPPED_MIN_SPEECH_S:
             out.append((parts[0][0], parts[-1][1]))
     return out
@@ -206,13 +207,13 @@ _SPOKEN_FRACTION = 0.5
 
 def spoken(filler: Word, speech: Sequence[tuple[float, float]]) -> bool:
     """Whether more than half of a candidate lies in ``speech`` (the chunk's stretches of
-    speech by :func:`pod_audio.vad.speech_spans`).
+    speech by :func:`pod_audio.vad.speech_spans`, sorted and disjoint).
 
     A hesitation is said: every filler of the bench's sets, paused ones included, lies
     wholly inside the detector's speech. A tune's notes, a hum or a ringing phone are as
     steady as a held "hmm" and pass the acoustic checks, but are not speech; cut as fillers,
     a 4 s musical bridge between two sentences was taken out of the episode."""
-    inside = sum(max(0.0, min(filler.end_s, hi) - max(filler.start_s, lo)) for lo, hi in speech)
+    inside = sum(hi - lo for lo, hi in intersect(speech, filler.start_s, filler.end_s))
     return inside > _SPOKEN_FRACTION * filler.duration_s
 
 
