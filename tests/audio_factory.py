@@ -159,7 +159,7 @@ def tune(
     amplitude: float = 0.25,
 ) -> np.ndarray:
     """A tune, shape ``(frames, 1)``: a C-major scale of notes (``note_s`` each, a 50 ms
-    rest after each unless ``legato``) with two overtones, over a held A-minor chord.
+    rest after each unless ``legato``) with two overtones, over a held A-major chord.
     Every note is a steady voiced-looking sound, as a held "hmm" is."""
     t = np.arange(_frames(duration_s, sample_rate)) / sample_rate
     scale = (262.0, 294.0, 330.0, 349.0, 392.0, 440.0, 494.0, 523.0)

@@ -72,13 +72,13 @@ def test_a_tune_between_two_sentences_is_not_cut_as_fillers(tmp_path: Path, jfk:
         words = _words(tmp_path, f"tune-{legato}", audio)
         assert _plain(words) == JFK_WORDS
         assert [w for w in words if w.is_filler] == [], legato
-        # Each guard on its own keeps the tune. The voice activity detector hears no
-        # speech in it:
+        # The voice activity detector alone keeps the tune: it hears no speech in it.
         speech = speech_spans(as_int16(audio))
         gap = next((a.end_s, b.start_s) for a, b in zip(words, words[1:]) if b.start_s - a.end_s > 3)
         assert not any(spoken(Word("hmm", t, t + 0.45, 1.0, True), speech) for t in np.arange(*gap, 0.25)[2:-2])
-        # and the acoustic detector finds its notes (six, staccato; one run of 3 s, legato),
-        # more than a pause holds or longer than a hesitation lasts:
+        # Without it, the two rules on steady sounds keep it: the acoustic detector finds
+        # the notes, more than a pause holds (staccato) or joined into a run longer than a
+        # hesitation lasts (legato).
         notes = detect_fillers(as_int16(audio), segments=words, within=[gap])
         if legato:
             assert join_touching_fillers(notes, words) == [] and notes[-1].end_s - notes[0].start_s > MAX_FILLER_S
