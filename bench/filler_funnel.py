@@ -17,10 +17,11 @@ stage that lost it:
     no candidate and no word: the detector saw nothing filler-like.
 ``below_threshold``
     a candidate, scored under the detector's threshold.
-``neighbours`` / ``word_edge`` / ``part_of_a_word`` / ``local_alignment`` / ``set_apart`` /
-``recognised_again``
+``not_spoken`` / ``neighbours`` / ``word_edge`` / ``part_of_a_word`` / ``local_alignment`` /
+``set_apart`` / ``recognised_again``
     the last check that turned a candidate for it down
-    (:func:`~pod_audio.filler_checks.neighbours_look_right`,
+    (:func:`~pod_audio.filler_checks.spoken`,
+    :func:`~pod_audio.filler_checks.neighbours_look_right`,
     :func:`~pod_audio.filler_checks.word_edge`, :func:`~pod_audio.filler_checks.part_of_a_word`,
     :func:`~pod_audio.filler_checks.fits_local_alignment`,
     :func:`~pod_audio.filler_checks.set_apart`, :func:`~pod_audio.filler_checks.missed_words`).
@@ -47,10 +48,12 @@ from pod_audio.transcript import Word
 __all__ = ["STAGES", "Recorder", "lost_at"]
 
 STAGES = (
-    "found", "under_a_word", "no_candidate", "below_threshold", "neighbours", "word_edge",
+    "found", "under_a_word", "no_candidate", "below_threshold", "not_spoken", "neighbours",
+    "word_edge",
     "part_of_a_word", "local_alignment", "set_apart", "recognised_again", "other", "multi_chunk",
 )  # fmt: skip
 _CHECKS = {
+    "spoken": "not_spoken",
     "neighbours_look_right": "neighbours",
     "word_edge": "word_edge",
     "part_of_a_word": "part_of_a_word",
@@ -112,8 +115,8 @@ class Recorder:
         def make(original: Callable[..., bool]) -> Callable[..., bool]:
             def run(*args: Any, **kwargs: Any) -> bool:
                 verdict = original(*args, **kwargs)
-                # word_edge and neighbours_look_right take the candidate first, the others
-                # the audio and then the candidate; word_edge and part_of_a_word say True
+                # spoken, word_edge and neighbours_look_right take the candidate first, the
+                # others the audio and then the candidate; word_edge and part_of_a_word say True
                 # to turn a candidate down.
                 filler = args[0] if isinstance(args[0], Word) else args[1]
                 passed = not verdict if name in ("word_edge", "part_of_a_word") else bool(verdict)

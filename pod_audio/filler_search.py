@@ -40,6 +40,7 @@ import numpy as np
 from pod_audio import filler_checks, fillers
 from pod_audio.align import align_with_hesitations
 from pod_audio.filler_candidates import overlap
+from pod_audio.intervals import Interval
 from pod_audio.transcript import Word
 from pod_audio.vad import speech_spans
 
@@ -65,7 +66,7 @@ def find_fillers(
     found = [
         f
         for f in fillers.fillers_between_words(pcm, words, aligned=aligned)
-        if filler_checks.spoken(f, speech) and _passes(pcm, f, words, heard, loose=loose)
+        if _passes(pcm, f, words, heard, loose=loose, speech=speech)
     ]
     room, exposed = _exposed_fillers(pcm, words, loose, heard=heard, found=found, speech=speech)
     candidates = [*found, *exposed]
@@ -91,6 +92,7 @@ def _passes(
     heard: Sequence[Word],
     *,
     loose: Sequence[Word],
+    speech: Sequence[Interval],
     exposed: bool = False,
 ) -> bool:
     """The checks of :mod:`pod_audio.filler_checks` short of recognition. A candidate in a
@@ -99,6 +101,8 @@ def _passes(
     the words when aligned again locally with hesitations. Where the recogniser itself
     wrote a filler on the candidate, the checks on the alignment around it (which look for
     a misplaced word's sound) are not asked: the gap is the hesitation it heard."""
+    if not filler_checks.spoken(filler, speech):
+        return False
     if not filler_checks.neighbours_look_right(filler, words, heard, pcm):
         return False
     if filler_checks.word_edge(filler, words):
@@ -139,7 +143,7 @@ def _exposed_fillers(
     *,
     heard: Sequence[Word],
     found: Sequence[Word],
-    speech: Sequence[tuple[float, float]],
+    speech: Sequence[Interval],
 ) -> tuple[list[Word], list[Word]]:
     """The second pass: candidates in gaps only the alignment with hesitations (``loose``)
     shows, each checked against the words moved to make room for it and the candidates
@@ -150,16 +154,16 @@ def _exposed_fillers(
     if not loose:
         return room, exposed
     for filler in fillers.fillers_between_words(pcm, loose):
-        if not filler_checks.spoken(filler, speech) or any(
-            overlap(f.start_s, f.end_s, filler.start_s, filler.end_s) > 0 for f in found
-        ):
+        if any(overlap(f.start_s, f.end_s, filler.start_s, filler.end_s) > 0 for f in found):
             continue
         if not any(
             not w.is_filler and _shared(w, filler) > fillers.MAX_WORD_OVERLAP_S for w in room
         ):
             continue  # in a gap of the plain alignment too: the first pass judged it
         moved = make_room(room, filler, loose)
-        if moved is None or not _passes(pcm, filler, moved, heard, loose=loose, exposed=True):
+        if moved is None or not _passes(
+            pcm, filler, moved, heard, loose=loose, speech=speech, exposed=True
+        ):
             continue
         room = moved
         exposed.append(filler)

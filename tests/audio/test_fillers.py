@@ -539,15 +539,16 @@ def test_a_hesitation_the_recogniser_wrote_itself_needs_no_alignment_to_vouch_fo
 
     audio, (first, second), (vowel_start, vowel_end) = _steady_vowel_between_words()
     pcm = (audio * 32767).astype(np.int16)
+    speech = [(0.0, len(pcm) / SR)]  # the voice activity detector's verdict is not at issue here
     candidate = Word("uh", vowel_start, vowel_end, 0.9, is_filler=True)
     # Said to be "so" and "all" (words the babble is not), aligned again on their own the
     # aligner stretches one of them over the vowel: the candidate fails.
     before, after = Word("so", first.start_s, first.end_s), Word("all", second.start_s, second.end_s)
-    assert not _passes(pcm, candidate, [before, after], [before, after], loose=[])
+    assert not _passes(pcm, candidate, [before, after], [before, after], loose=[], speech=speech)
     spelled = Word("uh", vowel_start + 0.05, vowel_start + 0.2, 0.3, is_filler=True)
     words = [before, spelled, after]
-    assert _passes(pcm, candidate, words, words, loose=[])
+    assert _passes(pcm, candidate, words, words, loose=[], speech=speech)
     # The sound checks still apply: a short candidate on the voiced edge of a word is kept.
     edge = Word("uh", vowel_end - 0.2, vowel_end, 0.9, is_filler=True)
     touching = [before, spelled, Word("oh", vowel_end + 0.01, after.end_s)]
-    assert not _passes(pcm, edge, touching, touching, loose=[])
+    assert not _passes(pcm, edge, touching, touching, loose=[], speech=speech)
