@@ -60,7 +60,7 @@ __all__ = [
     "transcribe_samples",
 ]
 
-ALGORITHM_VERSION = 17
+ALGORITHM_VERSION = 18
 """Bumped whenever chunking, alignment or filler detection change what a chunk yields:
 cached chunks of another version are not reused."""
 FRAME_SAMPLES = 160

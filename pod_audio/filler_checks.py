@@ -468,10 +468,17 @@ _RECHECK_WINDOW_S = 29.0
 
 
 def missed_words(
-    pcm: np.ndarray, found: Sequence[Word], words: Sequence[Word], recogniser: Recogniser
+    pcm: np.ndarray,
+    found: Sequence[Word],
+    words: Sequence[Word],
+    recogniser: Recogniser,
+    *,
+    spelled: Sequence[bool] | None = None,
 ) -> list[bool]:
     """For each filler candidate, whether the recogniser, asked again about the stretch
-    around it, says a word is there: the candidate is then kept as audio.
+    around it, says a word is there: the candidate is then kept as audio. ``spelled``
+    says, for each, whether the recogniser itself wrote a hesitation on it
+    (:func:`words_there`).
 
     The recogniser is asked about the candidate with 1.5 s of context on each side
     (:func:`words_there`), and where it says a word is there, asked again with 3 s: a word
@@ -486,7 +493,14 @@ def missed_words(
     for context_s in _RECHECK_CONTEXTS_S:
         if not there:
             break
-        heard = words_there(pcm, [found[i] for i in there], words, recogniser, context_s=context_s)
+        heard = words_there(
+            pcm,
+            [found[i] for i in there],
+            words,
+            recogniser,
+            context_s=context_s,
+            spelled=[bool(spelled and spelled[i]) for i in there],
+        )
         there = [i for i, word_there in zip(there, heard) if word_there]
     return [i in there for i in range(len(found))]
 
@@ -498,6 +512,7 @@ def words_there(
     recogniser: Recogniser,
     *,
     context_s: float = 1.5,
+    spelled: Sequence[bool] | None = None,
 ) -> list[bool]:
     """For each filler candidate, whether the recogniser hears a word there in the stretch
     of the candidate with ``context_s`` of audio on each side.
@@ -514,6 +529,14 @@ def words_there(
       slow "the" that the aligner put on the end of the word before it, leaving its own
       sound in a "gap").
 
+    Where the recogniser itself wrote a hesitation on the candidate (``spelled``), only the
+    second counts. The first stands in for a word the transcript left out, and there the
+    transcript did not leave the sound out: it wrote it as a hesitation. Heard in a few
+    seconds alone, a hesitation comes back as a word as often as not ("you should always
+    ah back up" heard as "you should go away and back up"), with the hesitation's sound
+    cut out as well as with it; a word written as "uh" is still caught by the second,
+    since cutting it changes what is heard.
+
     The stretches of one chunk are recognised together, laid end to end with 1.5 s of near
     silence between them, one recogniser window (30 s) at a time.
     """
@@ -526,7 +549,10 @@ def words_there(
     heard_as_is = _recognise_pieces(as_is, recogniser)
     heard_without = _recognise_pieces(without, recogniser)
     return [
-        word_between(filler, words, [t for t, _ in heard_as_is[i]], span)
+        (
+            not (spelled and spelled[i])
+            and word_between(filler, words, [t for t, _ in heard_as_is[i]], span)
+        )
         or cut_takes_a_word(
             heard_as_is[i],
             heard_without[i],

@@ -23,7 +23,8 @@ Only a candidate the voice activity detector hears as speech is a hesitation
 
 A candidate on which the recogniser itself wrote a filler ("uh") skips the checks on the
 alignment around it, not those on its sound. Every candidate of both passes is then
-recognised again with and without it (:func:`filler_checks.missed_words`); the transcript
+recognised again with and without it (:func:`filler_checks.missed_words`; for a filler the
+recogniser wrote, only a cut that changes the words heard keeps it); the transcript
 gets the fillers that pass (two that nearly touch joined into one:
 :func:`fillers.join_touching_fillers`) and, for the second pass, the moved words. Times are
 seconds from the chunk's first sample; audio is 16 kHz mono ``int16``.
@@ -70,7 +71,12 @@ def find_fillers(
     ]
     room, exposed = _exposed_fillers(pcm, words, loose, heard=heard, found=found, speech=speech)
     candidates = [*found, *exposed]
-    missed = filler_checks.missed_words(pcm, candidates, room, recogniser) if candidates else []
+    spelled = [_spelled_there(f, words) for f in candidates]
+    missed = (
+        filler_checks.missed_words(pcm, candidates, room, recogniser, spelled=spelled)
+        if candidates
+        else []
+    )
     kept: list[Word] = []
     for filler, word_there in zip(candidates, missed):
         if word_there:

@@ -567,6 +567,48 @@ def test_a_candidate_on_a_word_is_heard_with_both_contexts_and_kept() -> None:
     assert len(engine.asked_s) == 2
 
 
+@pytest.fixture(scope="module")
+def jfk_aligned() -> tuple[np.ndarray, list[Word], Recogniser]:
+    """JFK's audio as ``int16``, its words on their aligned spans, and the recogniser."""
+    from pod_audio.dsp import as_int16
+
+    pcm = as_int16(jfk_16k())
+    engine = asr.default_recogniser()
+    return pcm, align_words(pcm, engine.recognise(pcm / 32768.0)).words, engine
+
+
+def test_a_real_word_the_recogniser_wrote_as_a_hesitation_is_still_kept(
+    jfk_aligned: tuple[np.ndarray, list[Word], Recogniser],
+) -> None:
+    """Where the recogniser wrote "uh", the recognition check asks only whether cutting
+    the candidate changes the words heard; cutting a word it wrote as "uh" does."""
+    from pod_audio.filler_checks import missed_words
+
+    pcm, words, engine = jfk_aligned
+    i = next(i for i, w in enumerate(words) if _plain(w.text) == "country")
+    written = [*words[:i], Word("uh", words[i].start_s, words[i].end_s, is_filler=True), *words[i + 1 :]]
+    assert missed_words(pcm, [written[i]], written, engine, spelled=[True]) == [True]
+
+
+def test_a_hesitation_the_recogniser_wrote_is_not_kept_for_a_word_heard_beside_it(
+    jfk_aligned: tuple[np.ndarray, list[Word], Recogniser],
+) -> None:
+    """A word the transcript lacks, heard in a candidate's stretch, keeps an unwritten
+    candidate (it may be that word's sound); beside a hesitation the recogniser wrote,
+    it does not, unless cutting the candidate changes what is heard. Here the transcript
+    lacks "not", and the candidate is the pause after it: cut out, "ask not what" is
+    still heard."""
+    from pod_audio.filler_checks import missed_words
+
+    pcm, words, engine = jfk_aligned
+    i = next(i for i, w in enumerate(words) if _plain(w.text) == "not")
+    pause = Word("uh", words[i].end_s + 0.1, words[i + 1].start_s - 0.1, is_filler=True)
+    assert pause.duration_s > 0.8
+    dropped = [*words[:i], *words[i + 1 :]]
+    assert missed_words(pcm, [pause], dropped, engine, spelled=[False]) == [True]
+    assert missed_words(pcm, [pause], dropped, engine, spelled=[True]) == [False]
+
+
 def test_words_whisper_runs_together_with_ellipses_are_words_of_their_own() -> None:
     from pod_audio.fillers import flag_spelled_filler
     from pod_audio.whisper import split_at_ellipses
