@@ -542,15 +542,25 @@ class _Counting:
         return self.engine.recognise(samples)
 
 
-def test_a_candidate_on_a_word_is_heard_with_both_contexts_and_kept() -> None:
-    """A word really there is heard with 1.5 s of context and again with 3 s; a candidate
-    in a pause is cleared by the first hearing and never asked about again."""
+@pytest.fixture(scope="module")
+def jfk_aligned() -> tuple[np.ndarray, list[Word], Recogniser]:
+    """JFK's audio as ``int16``, its words on their aligned spans, and the recogniser."""
     from pod_audio.dsp import as_int16
-    from pod_audio.filler_checks import missed_words
 
     pcm = as_int16(jfk_16k())
-    engine = _Counting(asr.default_recogniser())
-    words = align_words(pcm, engine.engine.recognise(pcm / 32768.0)).words
+    engine = asr.default_recogniser()
+    return pcm, align_words(pcm, engine.recognise(pcm / 32768.0)).words, engine
+
+
+def test_a_candidate_on_a_word_is_heard_with_both_contexts_and_kept(
+    jfk_aligned: tuple[np.ndarray, list[Word], Recogniser],
+) -> None:
+    """A word really there is heard with 1.5 s of context and again with 3 s; a candidate
+    in a pause is cleared by the first hearing and never asked about again."""
+    from pod_audio.filler_checks import missed_words
+
+    pcm, words, recogniser = jfk_aligned
+    engine = _Counting(recogniser)
     country = next(w for w in words if _plain(w.text) == "country")
     on_a_word = Word("uh", country.start_s, country.end_s, is_filler=True)
     assert missed_words(pcm, [on_a_word], words, engine) == [True]
@@ -567,16 +577,6 @@ def test_a_candidate_on_a_word_is_heard_with_both_contexts_and_kept() -> None:
     assert len(engine.asked_s) == 2
 
 
-@pytest.fixture(scope="module")
-def jfk_aligned() -> tuple[np.ndarray, list[Word], Recogniser]:
-    """JFK's audio as ``int16``, its words on their aligned spans, and the recogniser."""
-    from pod_audio.dsp import as_int16
-
-    pcm = as_int16(jfk_16k())
-    engine = asr.default_recogniser()
-    return pcm, align_words(pcm, engine.recognise(pcm / 32768.0)).words, engine
-
-
 def test_a_real_word_the_recogniser_wrote_as_a_hesitation_is_still_kept(
     jfk_aligned: tuple[np.ndarray, list[Word], Recogniser],
 ) -> None:
@@ -586,7 +586,8 @@ def test_a_real_word_the_recogniser_wrote_as_a_hesitation_is_still_kept(
 
     pcm, words, engine = jfk_aligned
     i = next(i for i, w in enumerate(words) if _plain(w.text) == "country")
-    written = [*words[:i], Word("uh", words[i].start_s, words[i].end_s, is_filler=True), *words[i + 1 :]]
+    as_uh = Word("uh", words[i].start_s, words[i].end_s, is_filler=True)
+    written = [*words[:i], as_uh, *words[i + 1 :]]
     assert missed_words(pcm, [written[i]], written, engine, spelled=[True]) == [True]
 
 
