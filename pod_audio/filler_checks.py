@@ -489,6 +489,7 @@ def missed_words(
     function words a wider context alone lets through, their vowel cut, are caught before
     this check: :func:`part_of_a_word`, :func:`word_edge`.)
     """
+    spelled = list(spelled) if spelled is not None else [False] * len(found)
     there = list(range(len(found)))
     for context_s in _RECHECK_CONTEXTS_S:
         if not there:
@@ -499,7 +500,7 @@ def missed_words(
             words,
             recogniser,
             context_s=context_s,
-            spelled=[bool(spelled and spelled[i]) for i in there],
+            spelled=[spelled[i] for i in there],
         )
         there = [i for i, word_there in zip(there, heard) if word_there]
     return [i in there for i in range(len(found))]
@@ -540,6 +541,7 @@ def words_there(
     The stretches of one chunk are recognised together, laid end to end with 1.5 s of near
     silence between them, one recogniser window (30 s) at a time.
     """
+    spelled = list(spelled) if spelled is not None else [False] * len(found)
     duration_s = len(pcm) / SAMPLE_RATE
     spans = [(max(0.0, f.start_s - context_s), min(duration_s, f.end_s + context_s)) for f in found]
     as_is = [pcm[_sample(lo) : _sample(hi)] for lo, hi in spans]
@@ -549,10 +551,7 @@ def words_there(
     heard_as_is = _recognise_pieces(as_is, recogniser)
     heard_without = _recognise_pieces(without, recogniser)
     return [
-        (
-            not (spelled and spelled[i])
-            and word_between(filler, words, [t for t, _ in heard_as_is[i]], span)
-        )
+        (not spelled[i] and word_between(filler, words, [t for t, _ in heard_as_is[i]], span))
         or cut_takes_a_word(
             heard_as_is[i],
             heard_without[i],
